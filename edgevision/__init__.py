@@ -1,0 +1,32 @@
+"""edgevision: PyTorch vision models -> verified edge artifacts, and a torch-free runtime.
+
+    import edgevision
+    model = edgevision.load("build/quickstart/openvino-fp32")
+    result = model.predict("image.jpg")
+
+Importing edgevision loads no backend and no PyTorch; `compile` and `train` import them lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgevision.errors import EdgeVisionError
+from edgevision.runtime import Classification, Predictor, Segmentation, load
+
+__version__ = "0.1.0"
+__all__ = ["Classification", "EdgeVisionError", "Predictor", "Segmentation", "compile", "load", "train"]
+
+
+def compile(recipe: Any, **kwargs: Any) -> Any:  # noqa: A001 - the verb users expect
+    """Compile a recipe (path or Recipe) into an artifact directory; see edgevision.api.compile."""
+    from edgevision import api
+
+    return api.compile(recipe, **kwargs)
+
+
+def train(recipe: Any, **kwargs: Any) -> Any:
+    """Train the recipe's model on its data.train source; see edgevision.api.train."""
+    from edgevision import api
+
+    return api.train(recipe, **kwargs)

@@ -1,0 +1,290 @@
+"""compile(recipe) -> artifact directory; train(recipe) -> checkpoint.
+
+The flow (DESIGN.md): recipe -> model -> export -> build per target -> verify against PyTorch
+(parity and accuracy) -> artifact directory, committed atomically. Nothing here prints directly;
+progress goes through a Reporter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from edgevision import __version__
+from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, Staging, file_entries, sha256_file, write_json
+from edgevision.backends.base import INPUT_NAME, create_runner, require
+from edgevision.bench.latency import interleaved, summarize
+from edgevision.console import Reporter
+from edgevision.data import open_dataset
+from edgevision.data.shapes import ShapesDataset, shapes_labels
+from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
+from edgevision.recipe import Recipe, TargetSpec, load_recipe
+from edgevision.runtime.predictor import Predictor
+from edgevision.runtime.preprocess import InputSpec, preprocess
+
+_BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino"}
+_BACKEND_EXTRAS = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino")}
+
+
+def _as_recipe(recipe: Union[Recipe, str, Path]) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def train(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = None) -> Path:
+    """Train the recipe's model and write its checkpoint (model.checkpoint)."""
+    from edgevision.train.loop import train as train_loop
+
+    recipe, reporter = _as_recipe(recipe), reporter or Reporter()
+    recipe = _with_labels(recipe)
+    total = recipe.train.epochs * max(1, _count(recipe.data.train) // recipe.train.batch) if recipe.train and recipe.data.train else 1
+    with reporter.task("training", total) as advance:
+        return train_loop(recipe, log=reporter.info, progress=lambda step, n, loss: advance(1, f"loss {loss:.4f}"))
+
+
+def _count(source: Any) -> int:
+    return source.count if source.count is not None else len(open_dataset(source, (64, 64)))
+
+
+def resolve_labels(recipe: Recipe) -> list[str]:
+    """The recipe's labels, else the data's categories, else class_0..class_{n-1}."""
+    if recipe.model.labels:
+        return list(recipe.model.labels)
+    for source in (recipe.data.train, recipe.data.val):
+        if source is None:
+            continue
+        if source.source == "shapes":
+            return shapes_labels(recipe.task)
+        cats = open_dataset(source, recipe.input.size).categories
+        if cats:
+            return ["background", *cats] if recipe.task == "segmentation" else list(cats)
+    if recipe.model.num_classes:
+        return [f"class_{i}" for i in range(recipe.model.num_classes)]
+    raise RecipeError("model.labels: give the class names (or model.num_classes), or a data source that has them")
+
+
+def _with_labels(recipe: Recipe) -> Recipe:
+    labels = resolve_labels(recipe)
+    return recipe.model_copy(update={"model": recipe.model.model_copy(update={"labels": labels, "num_classes": len(labels)})})
+
+
+def _check_backends(recipe: Recipe) -> None:
+    """Fail before any training or export if a target's backend package is missing."""
+    for i, t in enumerate(recipe.targets):
+        if t.backend not in _BACKEND_MODULES:
+            raise RecipeError(f"targets[{i}].backend: '{t.backend}' cannot be built by this version")
+        package, extra = _BACKEND_EXTRAS[t.backend]
+        require(package, t.backend, extra)
+
+
+def _ensure_checkpoint(recipe: Recipe, reporter: Reporter) -> None:
+    ckpt = recipe.model.checkpoint
+    if ckpt is None or ckpt.is_file():
+        if ckpt is not None:
+            reporter.info(f"using checkpoint {ckpt} (delete it to retrain)")
+        return
+    if recipe.train is None:
+        raise RecipeError(f"model.checkpoint: file not found: {ckpt} (add a 'train' section to train it first)")
+    reporter.info(f"checkpoint {ckpt} does not exist yet: training it first (recipe 'train' section)")
+    train(recipe, reporter)
+
+
+def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = None, threads: Optional[int] = None) -> dict[str, Any]:  # noqa: A001
+    """Build, verify and commit every target of a recipe. Returns the manifest.
+
+    Raises VerificationFailed (after writing <output>.failed/) if any variant fails; the previous
+    artifact at <output> is then left untouched.
+    """
+    import torch
+
+    from edgevision.backends.torch import Runner as TorchRunner
+    from edgevision.export.onnx_export import ExportWrapper, export_onnx
+    from edgevision.models.sources import build_model
+
+    recipe, reporter = _as_recipe(recipe), reporter or Reporter()
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    _check_backends(recipe)
+    recipe = _with_labels(recipe)
+    labels = list(recipe.model.labels or [])
+    _ensure_checkpoint(recipe, reporter)
+    model = build_model(recipe.model)
+    wrapper = ExportWrapper(model, recipe.task, recipe.input.layout, recipe.export.argmax)
+    val = open_dataset(recipe.data.val, recipe.input.size) if recipe.data.val else None
+    if val is not None:
+        _check_label_space(recipe, val, labels)
+    with Staging(recipe.output_dir) as stage:
+        reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
+        export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels)
+        reporter.info(f"exported: {export_info['nodes']} nodes ({export_info['nodes_exported']} before cleanup) in {export_info['seconds']} s")
+        info = _model_info(recipe, labels, INPUT_NAME, wrapper.output_names)
+        feeds = _verification_feeds(recipe, val)
+        reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names)
+        ref_outputs = [reference.infer(f) for f in feeds]
+        variants = [_build_variant(t, stage.path, info, recipe, feeds, ref_outputs, reporter, threads) for t in recipe.targets]
+        baseline = _measure(recipe, info, reference, variants, stage.path, val, reporter, threads)
+        manifest = _manifest(recipe, info, export_info, variants, baseline)
+        for v in variants:
+            write_json(stage.path / v["name"] / VARIANT, {**info, **_variant_public(v)})
+        manifest["files"] = file_entries(stage.path)
+        write_json(stage.path / MANIFEST, manifest)
+        failed = [v["name"] for v in variants if v["status"] != "passed"]
+        if failed:
+            where = stage.commit(recipe.output_dir.with_name(recipe.output_dir.name + ".failed"))
+            raise VerificationFailed(
+                f"{len(failed)} variant(s) failed: {', '.join(failed)}; the artifact was written to {where} for "
+                f"inspection and {recipe.output_dir} was left as it was",
+                manifest,
+            )
+        stage.commit()
+    return manifest
+
+
+def _check_label_space(recipe: Recipe, val: Any, labels: list[str]) -> None:
+    if not val.categories:
+        return
+    expected = len(val.categories) + (1 if recipe.task == "segmentation" else 0)
+    if expected != len(labels):
+        raise DataError(
+            f"data.val ({val.name}) has {len(val.categories)} categories but the model has {len(labels)} labels "
+            f"{labels}; for segmentation, labels are background + the dataset's categories"
+        )
+
+
+def _model_info(recipe: Recipe, labels: list[str], input_name: str, outputs: list[str]) -> dict[str, Any]:
+    inp = recipe.input.model_dump(mode="json")
+    inp.update(name=input_name, dtype="float32", max_batch=64 if recipe.export.dynamic_batch else 1)
+    return {"schema_version": SCHEMA_VERSION, "task": recipe.task, "labels": labels, "input": inp, "outputs": outputs}
+
+
+def _verification_feeds(recipe: Recipe, val: Any) -> list[dict[str, np.ndarray]]:
+    """Pre-processed batches of verify.images images: val data, else generated shapes."""
+    n = recipe.verify.images
+    source = val if (val is not None and len(val) > 0) else ShapesDataset(count=n, seed=9999, size=recipe.input.size)
+    images = [source[i].image for i in range(min(n, len(source)))]
+    spec = InputSpec.from_dict(recipe.input.model_dump())
+    batch = 4 if recipe.export.dynamic_batch else 1
+    return [{INPUT_NAME: preprocess(images[i : i + batch], spec)[0]} for i in range(0, len(images), batch)]
+
+
+def _build_variant(target: TargetSpec, root: Path, info: dict[str, Any], recipe: Recipe, feeds: list, ref_outputs: list,
+                   reporter: Reporter, threads: int) -> dict[str, Any]:
+    from edgevision.verify.parity import compare, judge
+
+    name = target.variant
+    vdir = root / name
+    vdir.mkdir()
+    entry: dict[str, Any] = {"name": name, "backend": target.backend, "precision": target.precision, "device": target.device,
+                             "options": target.options}
+    reporter.info(f"building {name}")
+    start = time.perf_counter()
+    try:
+        backend = importlib.import_module(_BACKEND_MODULES[target.backend])
+        entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options)
+        entry["build_seconds"] = round(time.perf_counter() - start, 2)
+        entry["size_mb"] = round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3)
+        with _open(entry, vdir, threads) as runner:
+            entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds])
+            if hasattr(runner, "execution_precision"):
+                entry["execution_precision"] = runner.execution_precision
+    except EdgeVisionError as e:
+        entry.update(status="error", reasons=[str(e)])
+        return entry
+    reasons = judge(entry["parity"], recipe.verify.tolerance(target.precision))
+    entry.update(status="passed" if not reasons else "failed", reasons=reasons)
+    entry["files"] = file_entries(vdir)
+    return entry
+
+
+def _open(entry: dict[str, Any], vdir: Path, threads: int) -> Any:
+    settings = entry["settings"]
+    return create_runner(entry["backend"], {k: vdir / v for k, v in settings["files"].items()}, settings, threads)
+
+
+def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, variants: list[dict[str, Any]], root: Path, val: Any,
+             reporter: Reporter, threads: int) -> dict[str, Any]:
+    """Accuracy on the val split and interleaved latency (engine and end to end), baseline included."""
+    from edgevision.eval.metrics import evaluate
+
+    ok = [v for v in variants if v["status"] != "error"]
+    predictors = {"pytorch": Predictor({**info, "name": "pytorch-fp32"}, reference)}
+    predictors.update({v["name"]: Predictor({**info, "name": v["name"]}, _open(v, root / v["name"], threads)) for v in ok})
+    try:
+        accuracy: dict[str, Any] = {}
+        if val is not None:
+            with reporter.task(f"evaluating on {val.name}", len(val) * len(predictors)) as advance:
+                accuracy = {n: evaluate(p, val, progress=advance) for n, p in predictors.items()}
+        latency = _time(recipe, predictors, val, reporter, threads)
+    finally:
+        for p in predictors.values():
+            p.close()
+    for v in ok:
+        v["accuracy"] = accuracy.get(v["name"])
+        v["latency"] = latency.get(v["name"])
+    return {"accuracy": accuracy.get("pytorch"), "latency": latency.get("pytorch"), "threads": threads}
+
+
+def _time(recipe: Recipe, predictors: dict[str, Predictor], val: Any, reporter: Reporter, threads: int) -> dict[str, Any]:
+    """Interleaved p50/p90/p99 per model: engine only (`infer`) and end to end (`e2e`, pre + post)."""
+    rounds = recipe.verify.timing_rounds
+    if rounds == 0:
+        return {}
+    sample = val[0].image if val is not None else ShapesDataset(1, seed=9999, size=recipe.input.size)[0].image
+    feed = {INPUT_NAME: preprocess([sample], predictors["pytorch"].input)[0]}
+    reporter.info(f"timing {len(predictors)} models: {rounds} interleaved rounds, batch 1, {threads} threads")
+    infer = interleaved({n: (lambda p=p: p.runner.infer(feed)) for n, p in predictors.items()}, rounds)
+    e2e = interleaved({n: (lambda p=p: p.predict(sample)) for n, p in predictors.items()}, rounds)
+    return {n: {"infer": summarize(infer[n]), "e2e": summarize(e2e[n])} for n in predictors}
+
+
+def _variant_public(v: dict[str, Any]) -> dict[str, Any]:
+    keys = ("name", "backend", "precision", "device", "settings", "files", "status", "reasons", "parity", "accuracy",
+            "execution_precision")
+    return {k: v[k] for k in keys if k in v}
+
+
+def _manifest(recipe: Recipe, info: dict[str, Any], export_info: dict[str, Any], variants: list[dict[str, Any]],
+              baseline: dict[str, Any]) -> dict[str, Any]:
+    ckpt = recipe.model.checkpoint
+    return {
+        **info,
+        "name": recipe.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"source": recipe.model.source, "kwargs": recipe.model.kwargs,
+                  "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": sha256_file(ckpt) if ckpt else None},
+        "export": export_info,
+        "recipe": {"sha256": recipe.digest(), "content": recipe.model_dump(mode="json")},
+        "tools": tool_versions(),
+        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count()},
+        "baseline": baseline,
+        "variants": variants,
+    }
+
+
+def tool_versions() -> dict[str, Optional[str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, Optional[str]] = {"edgevision": __version__, "python": sys.version.split()[0]}
+    for pkg in ("torch", "torchvision", "onnx", "onnxslim", "onnxscript", "onnxruntime", "openvino", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+

@@ -1,0 +1,1 @@
+"""Backends: one Runner per inference engine (lazy imports), plus build steps per target."""

@@ -1,0 +1,134 @@
+"""The `edgevision` command: parses arguments and calls the API; no logic of its own."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+_state = {"debug": False}
+
+
+def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra gets a clear message
+    import typer
+
+    app = typer.Typer(
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        help="Compile PyTorch vision models to verified ONNX Runtime / OpenVINO artifacts, and run them.",
+    )
+
+    @app.callback()
+    def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+        _state["debug"] = debug
+
+    @app.command()
+    def compile(  # noqa: A001
+        recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+        threads: Optional[int] = typer.Option(None, help="CPU threads for every backend (default: all cores)."),
+    ) -> None:
+        """Train (if needed), export, build every target, verify against PyTorch, write the artifact."""
+        from edgevision import api
+        from edgevision.console import RichReporter, print_summary
+        from edgevision.errors import VerificationFailed
+
+        try:
+            manifest = api.compile(recipe, reporter=RichReporter(), threads=threads)
+        except VerificationFailed as e:
+            print_summary(e.manifest)
+            raise
+        print_summary(manifest)
+        out = manifest["recipe"]["content"]["output"] or f"build/{manifest['name']}"
+        print(f"artifact: {out}")
+
+    @app.command()
+    def train(recipe: Path = typer.Argument(..., help="Recipe YAML file with a 'train' section.")) -> None:
+        """Train the recipe's model on its data.train source and write model.checkpoint."""
+        from edgevision import api
+        from edgevision.console import RichReporter
+
+        api.train(recipe, reporter=RichReporter())
+
+    @app.command()
+    def predict(
+        artifact: Path = typer.Argument(..., help="Variant folder, or artifact folder (with --variant)."),
+        images: List[Path] = typer.Argument(..., help="Image files."),
+        variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
+        top_k: int = typer.Option(5, help="Classification: classes to show."),
+        save: Optional[Path] = typer.Option(None, help="Write overlay images into this folder."),
+        as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+    ) -> None:
+        """Run a built artifact on images (no PyTorch needed)."""
+        import edgevision
+
+        with edgevision.load(artifact, variant) as model:
+            results = model.predict([str(p) for p in images], top_k=top_k)
+            for path, result in zip(images, results):
+                print(json.dumps({"image": str(path), **result.to_dict()}) if as_json else f"{path}: {result}")
+                if save is not None:
+                    from edgevision.draw import save_overlay
+
+                    print(f"  overlay: {save_overlay(path, result, save)}")
+
+    @app.command()
+    def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> None:
+        """Check every file's sha256 and print the artifact's summary."""
+        from edgevision.artifact import read_manifest, verify_files
+        from edgevision.console import print_summary
+
+        manifest = read_manifest(artifact)
+        verify_files(artifact, manifest["files"])
+        print_summary(manifest)
+        tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items() if v)
+        print(f"created {manifest['created']}; recipe sha256 {manifest['recipe']['sha256'][:12]}; {tools}")
+        print(f"all {len(manifest['files'])} files match their sha256")
+
+    @app.command()
+    def schema(out: Optional[Path] = typer.Option(None, help="Write to a file instead of stdout.")) -> None:
+        """Print the recipe JSON Schema (for editor completion and validation)."""
+        from edgevision.recipe import json_schema
+
+        text = json.dumps(json_schema(), indent=2)
+        if out is None:
+            print(text)
+        else:
+            out.write_text(text + "\n")
+
+    return app
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    try:
+        app = _build_app()
+    except ImportError as e:
+        print(f"error: the edgevision command needs the 'cli' extra ({e.name} is missing): pip install 'edgevision[cli]'",
+              file=sys.stderr)
+        return 2
+    from edgevision.errors import EdgeVisionError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgeVisionError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

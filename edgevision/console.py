@@ -1,0 +1,87 @@
+"""How compile/train talk to the user: a Reporter (plain or rich) and the summary table."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional
+
+
+class Reporter:
+    """Plain-text progress, used by the Python API; the CLI passes a RichReporter."""
+
+    def info(self, message: str) -> None:
+        print(message, flush=True)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        """Yield advance(n=1, note=''); plain mode prints the description only."""
+        self.info(description)
+        yield lambda n=1, note="": None
+
+
+class RichReporter(Reporter):
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+
+    def info(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.fields[note]}")]
+        with Progress(*columns, console=self.console, transient=False) as progress:
+            tid = progress.add_task(description, total=total, note="")
+
+            def advance(n: int = 1, note: str = "") -> None:
+                progress.update(tid, advance=n, note=note)
+
+            yield advance
+
+
+def _fmt(v: Optional[float], digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
+    """One row per variant (PyTorch FP32 baseline first): the compile summary table."""
+    metric = "miou" if manifest["task"] == "segmentation" else "top1"
+    base = manifest.get("baseline", {})
+    base_lat = (base.get("latency") or {}).get("e2e", {}).get("p50")
+    rows = [["pytorch-fp32 (reference)", "-", "-", _fmt((base.get("accuracy") or {}).get(metric), 4),
+             _fmt((base.get("latency") or {}).get("infer", {}).get("p50")), _fmt(base_lat), "1.00x", "reference"]]
+    for v in manifest["variants"]:
+        parity = v.get("parity") or {}
+        agree = parity.get("pixel_agreement", parity.get("top1_agreement"))
+        lat = v.get("latency") or {}
+        e2e = lat.get("e2e", {}).get("p50")
+        speed = f"{base_lat / e2e:.2f}x" if (base_lat and e2e) else "-"
+        status = v["status"] if v["status"] == "passed" else f"{v['status']}: {'; '.join(v.get('reasons', []))}"
+        parity_txt = "-" if not parity or "error" in parity else f"cos {parity['min_cosine']:.5f} / agree {agree:.4f}"
+        rows.append([v["name"], _fmt(v.get("size_mb")), parity_txt, _fmt((v.get("accuracy") or {}).get(metric), 4),
+                     _fmt(lat.get("infer", {}).get("p50")), _fmt(e2e), speed, status])
+    return rows
+
+
+SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "mIoU", "infer ms", "e2e ms", "speedup", "status"]
+
+
+def summary_header(task: str) -> List[str]:
+    return [("mIoU" if task == "segmentation" else "top-1") if h == "mIoU" else h for h in SUMMARY_HEADER]
+
+
+def print_summary(manifest: Dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{manifest['name']} ({manifest['task']}, input {manifest['input']['size']})")
+    for h in summary_header(manifest["task"]):
+        table.add_column(h, overflow="fold")
+    for row in summary_rows(manifest):
+        style = None if row[-1] in ("passed", "reference") else "red"
+        table.add_row(*row, style=style)
+    Console().print(table)

@@ -1,0 +1,1 @@
+"""ONNX export: wrappers that flatten model outputs to the contract, cleanup, metadata."""

@@ -1,0 +1,142 @@
+"""PyTorch module -> clean, checked ONNX with the output contract of DESIGN.md.
+
+classification: logits [B,C]; segmentation: logits [B,C,H,W] (+ labels [B,H,W] int32 when
+export.argmax). torchvision's segmentation models return a dict: it is flattened here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import warnings
+from collections import Counter
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from edgevision.backends.base import INPUT_NAME
+from edgevision.errors import ExportError
+from edgevision.recipe import Recipe
+
+MAX_IR_VERSION = 10  # ONNX Runtime 1.31 rejects IR 14; 10 is what opset 18-21 need and every backend reads
+
+
+class ExportWrapper(nn.Module):
+    """images (NCHW or NHWC float32, normalised) -> tuple of contract outputs."""
+
+    def __init__(self, model: nn.Module, task: str, layout: str = "nchw", argmax: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.task, self.layout, self.argmax = task, layout, argmax
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["logits", "labels"] if (self.task == "segmentation" and self.argmax) else ["logits"]
+
+    def forward(self, images: torch.Tensor) -> Any:
+        x = images.permute(0, 3, 1, 2) if self.layout == "nhwc" else images
+        out = self.model(x)
+        if isinstance(out, dict):  # torchvision FCN / DeepLabV3 / LRASPP: {"out": ..., "aux": ...}
+            out = out["out"]
+        elif hasattr(out, "logits"):  # HuggingFace-style output objects
+            out = out.logits
+        if self.task == "segmentation" and self.argmax:
+            return out, out.argmax(dim=1).to(torch.int32)
+        return out
+
+
+def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list[str]) -> dict[str, Any]:
+    """Export, clean with onnxslim, check, add metadata; write `path`; return export facts."""
+    h, w = recipe.input.size
+    spec = recipe.export
+    batch = 2 if spec.dynamic_batch else 1  # an example batch of 1 would be specialised by torch.export
+    shape = (batch, h, w, 3) if recipe.input.layout == "nhwc" else (batch, 3, h, w)
+    example = torch.zeros(shape)
+    names = wrapper.output_names
+    start = time.perf_counter()
+    model = _run_exporter(wrapper, example, names, spec.exporter, spec.opset, spec.dynamic_batch)
+    exported_nodes = len(model.graph.node)
+    model = _clean(model)
+    _add_metadata(model, recipe, labels, names)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the exported ONNX graph does not pass onnx.checker: {e}") from None
+    onnx.save_model(model, str(path))
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {
+        "exporter": spec.exporter,
+        "opset": _opset(model),
+        "ir_version": model.ir_version,
+        "dynamic_batch": spec.dynamic_batch,
+        "nodes_exported": exported_nodes,
+        "nodes": len(model.graph.node),
+        "ops": dict(sorted(ops.items())),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def _run_exporter(wrapper: nn.Module, example: torch.Tensor, names: list[str], exporter: str, opset: int, dynamic: bool) -> onnx.ModelProto:
+    kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": names, "opset_version": opset}
+    if exporter == "dynamo":
+        if dynamic:
+            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+        kwargs.update(dynamo=True, optimize=True, verbose=False)
+    else:
+        if dynamic:
+            kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
+        kwargs.update(dynamo=False)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                program = torch.onnx.export(wrapper, (example,), None, **kwargs)
+                return program.model_proto
+            torch.onnx.export(wrapper, (example,), buffer, **kwargs)
+    except Exception as e:  # the exporters raise many types; keep the op-naming part of the message
+        other = "torchscript" if exporter == "dynamo" else "dynamo"
+        raise ExportError(
+            f"torch.onnx ({exporter} exporter) failed: {_first_lines(str(e))}. "
+            f"Try export.exporter: {other}, or report the op named above."
+        ) from e
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _clean(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxslim
+
+    with redirect_stdout(io.StringIO()):
+        model = onnxslim.slim(model)
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    if model.ir_version > MAX_IR_VERSION:
+        model.ir_version = MAX_IR_VERSION
+    return model
+
+
+def _add_metadata(model: onnx.ModelProto, recipe: Recipe, labels: list[str], outputs: list[str]) -> None:
+    meta = {
+        "edgevision.task": recipe.task,
+        "edgevision.labels": json.dumps(labels),
+        "edgevision.input": json.dumps(recipe.input.model_dump(mode="json")),
+        "edgevision.outputs": json.dumps(outputs),
+        "edgevision.name": recipe.name,
+    }
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    model.producer_name = "edgevision"
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _first_lines(text: str, n: int = 3) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[:n])[:600]

@@ -1,0 +1,145 @@
+"""Resolve a recipe's model source to a torch.nn.Module, and load its checkpoint.
+
+Sources, in lookup order:
+  1. edgevision's own models by name (unet, segnet);
+  2. torchvision builders by name, always with weights=None (no downloads);
+  3. 'package.module:factory' for the user's own code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from edgevision.errors import ModelSourceError
+from edgevision.recipe import ModelSpec
+
+_OWN: dict[str, str] = {
+    "unet": "edgevision.models.unet:unet",
+    "segnet": "edgevision.models.segnet:segnet",
+}
+
+
+def list_own_models() -> list[str]:
+    return sorted(_OWN)
+
+
+def _torchvision_builders() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models())
+
+
+def _import_factory(ref: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = ref.partition(":")
+    if not module_name or not attr:
+        raise ModelSourceError(f"model.source '{ref}': expected 'package.module:factory'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ModelSourceError(f"model.source '{ref}': cannot import module '{module_name}': {e}") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise ModelSourceError(f"model.source '{ref}': module '{module_name}' has no callable '{attr}'")
+    return factory
+
+
+def resolve_factory(source: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
+    """Return the builder for a source and the keyword arguments edgevision adds itself."""
+    if source in _OWN:
+        return _import_factory(_OWN[source]), {}
+    if ":" in source:
+        return _import_factory(source), {}
+    import torchvision
+
+    builders = _torchvision_builders()
+    if source not in builders:
+        close = difflib.get_close_matches(source, builders + list(_OWN), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ModelSourceError(
+            f"model.source '{source}' is not an edgevision model ({', '.join(_OWN)}) nor a torchvision "
+            f"builder{hint} (use 'package.module:factory' for your own code)"
+        )
+    builder = torchvision.models.get_model_builder(source)
+    extra: dict[str, Any] = {"weights": None}
+    if "weights_backbone" in inspect.signature(builder).parameters:
+        extra["weights_backbone"] = None  # pretrained weights cannot be downloaded, and must not be
+    return builder, extra
+
+
+def build_model(spec: ModelSpec, load_checkpoint: bool = True) -> nn.Module:
+    """Instantiate the model of a recipe (eval mode), with its checkpoint when one is given."""
+    factory, extra = resolve_factory(spec.source)
+    kwargs = {**extra, **spec.kwargs}
+    if spec.classes is not None:
+        kwargs.setdefault("num_classes", spec.classes)
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise ModelSourceError(f"model.source '{spec.source}': cannot build with kwargs {sorted(kwargs)}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelSourceError(f"model.source '{spec.source}' returned {type(model).__name__}, not a torch.nn.Module")
+    if load_checkpoint and spec.checkpoint is not None:
+        load_state(model, spec.checkpoint)
+    return model.eval()
+
+
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "ema", "net")
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint: a state_dict, or a dict wrapping one under a common key."""
+    if not path.is_file():
+        raise ModelSourceError(f"model.checkpoint: file not found: {path}")
+    try:
+        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, zip errors, unsafe globals
+        raise ModelSourceError(
+            f"model.checkpoint {path}: cannot be read with torch.load(weights_only=True): {e}. "
+            "Save a state_dict: torch.save(model.state_dict(), path)"
+        ) from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelSourceError(
+            f"model.checkpoint {path}: no state_dict found (expected a dict of tensors, or one under "
+            f"{', '.join(repr(k) for k in _WRAPPER_KEYS)})"
+        )
+    if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def load_state(model: nn.Module, path: Path) -> None:
+    state = read_state_dict(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+            if items:
+                more = f" ... and {len(items) - 8} more" if len(items) > 8 else ""
+                parts.append(f"{title} ({len(items)}): {', '.join(items[:8])}{more}")
+        raise ModelSourceError(
+            f"model.checkpoint {path} does not match model '{type(model).__name__}': " + "; ".join(parts)
+            + ". Check model.source, model.kwargs and model.num_classes."
+        )
+    model.load_state_dict(state)
+
+
+def describe(model: nn.Module) -> dict[str, Optional[int]]:
+    return {"parameters": sum(p.numel() for p in model.parameters())}

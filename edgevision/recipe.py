@@ -1,0 +1,292 @@
+"""The recipe: one YAML file that describes a whole compile (typed, validated, no inheritance).
+
+Relative paths in a recipe are resolved against the current working directory, as for any
+command-line tool. Every validation error names the file and the field path, for example
+``recipe.yaml: targets[1].precision: 'int4' is not one of fp32, fp16, bf16, int8``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from edgevision.backends.base import BACKEND_PRECISIONS
+from edgevision.errors import RecipeError
+
+Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """Where the PyTorch model comes from."""
+
+    source: str = Field(
+        description="An edgevision model (unet, segnet), a torchvision builder name "
+        "(resnet18, lraspp_mobilenet_v3_large, ...), or 'package.module:factory'."
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the builder.")
+    checkpoint: Optional[Path] = Field(
+        None, description="A state_dict (or {'model'|'state_dict': ...}) saved with torch.save."
+    )
+    num_classes: Optional[int] = Field(None, ge=1, description="Defaults to len(labels).")
+    labels: Optional[list[str]] = Field(None, min_length=1, description="Class names, index order.")
+
+    @model_validator(mode="after")
+    def _labels_match(self) -> "ModelSpec":
+        if self.labels is not None and self.num_classes is not None and len(self.labels) != self.num_classes:
+            raise ValueError(
+                f"num_classes is {self.num_classes} but labels has {len(self.labels)} names; "
+                "make them agree or drop num_classes"
+            )
+        return self
+
+    @property
+    def classes(self) -> Optional[int]:
+        return self.num_classes if self.num_classes is not None else (len(self.labels) if self.labels else None)
+
+
+class InputSpec(_Strict):
+    """How an image becomes the network input (the runtime does exactly this, in numpy)."""
+
+    size: tuple[int, int] = Field(description="Network input [height, width] in pixels.")
+    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="Per channel, on 0..1 pixels.")
+    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="Per channel, on 0..1 pixels.")
+    channel_order: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the network expects.")
+    resize: Literal["stretch", "letterbox"] = "stretch"
+    pad_value: int = Field(114, ge=0, le=255, description="Letterbox padding value (0..255).")
+    layout: Literal["nchw", "nhwc"] = "nchw"
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _square(cls, v: Any) -> Any:
+        return (v, v) if isinstance(v, int) else v
+
+    @field_validator("size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 16 or max(v) > 4096:
+            raise ValueError(f"{list(v)} is out of range; each side must be 16..4096 pixels")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _nonzero(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(v) <= 0:
+            raise ValueError("every std value must be > 0")
+        return v
+
+
+class ExportSpec(_Strict):
+    opset: int = Field(18, ge=17, le=21, description="ONNX opset (ONNX Runtime's RoiAlign needs <= 21).")
+    dynamic_batch: bool = True
+    exporter: Literal["dynamo", "torchscript"] = Field(
+        "dynamo", description="torch.onnx exporter; 'torchscript' is the legacy one."
+    )
+    argmax: bool = Field(False, description="Segmentation: add an in-graph argmax output 'labels'.")
+
+
+class TargetSpec(_Strict):
+    backend: Backend
+    precision: Precision = "fp32"
+    device: str = Field("cpu", description="cpu, gpu, npu or auto (OpenVINO); cpu or cuda (ONNX Runtime).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific settings.")
+
+    @model_validator(mode="after")
+    def _supported(self) -> "TargetSpec":
+        allowed = BACKEND_PRECISIONS[self.backend]
+        if self.precision not in allowed:
+            raise ValueError(
+                f"backend '{self.backend}' does not build precision '{self.precision}' yet "
+                f"(supported: {', '.join(allowed)})"
+            )
+        return self
+
+    @property
+    def variant(self) -> str:
+        return f"{self.backend}-{self.precision}"
+
+
+class Tolerance(_Strict):
+    """Parity limits for one precision, against the FP32 PyTorch model."""
+
+    min_cosine: float = Field(ge=0, le=1)
+    max_abs_diff: Optional[float] = Field(None, gt=0, description="On logits; null = not checked.")
+    min_agreement: float = Field(ge=0, le=1, description="Top-1 (classification) or pixel agreement.")
+
+
+DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(min_cosine=0.9999, max_abs_diff=1e-2, min_agreement=0.999),
+    "fp16": Tolerance(min_cosine=0.999, max_abs_diff=None, min_agreement=0.99),
+    "bf16": Tolerance(min_cosine=0.995, max_abs_diff=None, min_agreement=0.98),
+    "int8": Tolerance(min_cosine=0.98, max_abs_diff=None, min_agreement=0.95),
+}
+
+
+class VerifySpec(_Strict):
+    images: int = Field(8, ge=1, le=1000, description="Images compared against PyTorch per variant.")
+    tolerances: dict[Precision, Tolerance] = Field(default_factory=dict, description="Overrides per precision.")
+    timing_rounds: int = Field(30, ge=0, le=10000, description="Interleaved latency rounds in the summary (0: skip).")
+
+    def tolerance(self, precision: str) -> Tolerance:
+        return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])  # type: ignore[call-overload]
+
+
+class DataSource(_Strict):
+    source: Literal["shapes", "coco", "folder"]
+    path: Optional[Path] = Field(None, description="coco: annotation json; folder: image directory.")
+    images: Optional[Path] = Field(None, description="coco: image directory (default: next to the json).")
+    count: Optional[int] = Field(None, ge=1, description="Number of images (shapes: required).")
+    seed: int = 0
+    max_objects: int = Field(4, ge=1, le=20, description="shapes: objects per image.")
+
+    @model_validator(mode="after")
+    def _complete(self) -> "DataSource":
+        if self.source == "shapes" and self.count is None:
+            raise ValueError("source 'shapes' needs 'count' (how many images to generate)")
+        if self.source in ("coco", "folder") and self.path is None:
+            raise ValueError(f"source '{self.source}' needs 'path'")
+        return self
+
+
+class DataSpec(_Strict):
+    train: Optional[DataSource] = None
+    val: Optional[DataSource] = None
+    calibration: Optional[DataSource] = None
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Artifact name (letters, digits, -_.).")
+    task: Task
+    model: ModelSpec
+    input: InputSpec
+    export: ExportSpec = ExportSpec()
+    targets: list[TargetSpec] = Field(min_length=1)
+    verify: VerifySpec = VerifySpec()
+    data: DataSpec = DataSpec()
+    train: Optional[TrainSpec] = None
+    output: Optional[Path] = Field(None, description="Artifact directory (default: build/<name>).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        names = [t.variant for t in self.targets]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"targets: variant {dup[0]} is listed twice")
+        if self.train is not None and self.data.train is None:
+            raise ValueError("train: needs data.train (the images to train on)")
+        if self.task in ("detection", "instance_segmentation", "keypoints"):
+            raise ValueError(f"task '{self.task}' is not supported by this version yet (classification, segmentation)")
+        return self
+
+    @property
+    def output_dir(self) -> Path:
+        return self.output if self.output is not None else Path("build") / self.name
+
+    def digest(self) -> str:
+        """sha256 of the validated recipe (canonical JSON), recorded in the manifest."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def load_recipe(path: Union[str, Path]) -> Recipe:
+    """Read and validate a recipe file; every problem raises RecipeError naming file and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise RecipeError(f"{path}: {where}invalid YAML: {e.problem}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys (name, task, model, ...), got {type(data).__name__}")
+    return parse_recipe(data, source=str(path))
+
+
+def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: {_format_error(err)}" for err in e.errors()]
+        raise RecipeError("\n".join(lines)) from None
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    where = _format_loc(loc)
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _fields_at(loc[:-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
+        return f"{where}: unknown key '{key}'{suggestion}"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
+        return f"{where}: {value!r} is not one of {', '.join(choices)}"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    prefix = f"{where}: " if where else ""
+    if kind.endswith(("_type", "_parsing")):
+        return f"{prefix}{msg} (got {value!r})"
+    return f"{prefix}{msg}"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the schema object at a location (for 'did you mean')."""
+    model: Any = Recipe
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Recipe.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgevision recipe"
+    return schema

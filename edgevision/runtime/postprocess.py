@@ -1,0 +1,50 @@
+"""Network outputs -> result types, in numpy (one function per task, for every backend)."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from edgevision.runtime.preprocess import Transform, resize, resize_nearest
+from edgevision.runtime.results import Classification, Segmentation
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def classification(outputs: Dict[str, np.ndarray], index: int, labels: List[str], top_k: int) -> Classification:
+    logits = outputs["logits"][index].astype(np.float32)
+    probs = softmax(logits)
+    k = min(top_k, probs.shape[0])
+    ids = np.argsort(-probs, kind="stable")[:k]
+    names = [labels[i] if i < len(labels) else str(i) for i in ids]
+    return Classification(class_ids=ids.astype(np.int64), scores=probs[ids], names=names)
+
+
+def segmentation(
+    outputs: Dict[str, np.ndarray],
+    index: int,
+    t: Transform,
+    net_size: Tuple[int, int],
+    labels: List[str],
+    scores: bool = False,
+) -> Segmentation:
+    """Crop the letterbox padding, bring logits back to the original size, then argmax.
+
+    Outputs smaller than the network input (stride-s logits) are mapped proportionally.
+    """
+    net_h, net_w = net_size
+    x0, y0, x1, y1 = t.content
+    key = "logits" if "logits" in outputs else "labels"
+    out = outputs[key][index]
+    fy, fx = out.shape[-2] / net_h, out.shape[-1] / net_w
+    crop = (..., slice(round(y0 * fy), round(y1 * fy)), slice(round(x0 * fx), round(x1 * fx)))
+    if key == "labels":
+        return Segmentation(label_map=resize_nearest(out[crop], t.height, t.width).astype(np.int32), labels=labels)
+    up = resize(out[crop].astype(np.float32).transpose(1, 2, 0), t.height, t.width)  # [H,W,C]
+    label_map = up.argmax(axis=2).astype(np.int32)
+    probs: Optional[np.ndarray] = softmax(up, axis=2).transpose(2, 0, 1) if scores else None
+    return Segmentation(label_map=label_map, labels=labels, scores=probs)

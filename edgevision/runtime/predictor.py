@@ -1,0 +1,131 @@
+"""load(path) -> Predictor: the same predict() on every backend, without PyTorch.
+
+Runs on Python 3.10 (JetPack 6) with numpy and one backend package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from edgevision.artifact import VARIANT, read_json, read_manifest, verify_files
+from edgevision.backends.base import INPUT_NAME, Runner, create_runner
+from edgevision.errors import ArtifactError, BackendNotInstalled
+from edgevision.runtime import postprocess
+from edgevision.runtime.images import ImageLike, to_rgb
+from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
+from edgevision.runtime.results import Classification, Segmentation
+
+Result = Union[Classification, Segmentation]
+
+
+class Predictor:
+    """Pre-process in numpy, run one backend, post-process in numpy."""
+
+    def __init__(self, info: Dict[str, Any], runner: Runner, path: Optional[Path] = None) -> None:
+        self.info = info
+        self.path = path
+        self.runner = runner
+        self.task: str = info["task"]
+        self.labels: List[str] = list(info.get("labels") or [])
+        self.input = InputSpec.from_dict(info["input"])
+        self.input_name: str = info["input"].get("name", INPUT_NAME)
+        self.max_batch: int = int(info["input"].get("max_batch", 1))
+        if self.task not in ("classification", "segmentation"):
+            raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
+
+    @property
+    def name(self) -> str:
+        return str(self.info.get("name", "model"))
+
+    def predict(
+        self,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        *,
+        channel_order: str = "rgb",
+        top_k: int = 5,
+        scores: bool = False,
+    ) -> Union[Result, List[Result]]:
+        """Run the model on one image or a list of them.
+
+        images: a file path, a PIL image, an HxWx3 uint8 array (RGB, or BGR with
+        channel_order='bgr' as OpenCV gives), or a list of these. Grayscale, RGBA and 16-bit
+        inputs are converted. Returns one result, or a list for a list.
+        """
+        single = not isinstance(images, (list, tuple))
+        items = [images] if single else list(images)
+        if not items:
+            return []
+        rgb = [to_rgb(im, channel_order) for im in items]
+        results: List[Result] = []
+        for start in range(0, len(rgb), self.max_batch):
+            chunk = rgb[start : start + self.max_batch]
+            batch, transforms = preprocess(chunk, self.input)
+            outputs = self.runner.infer({self.input_name: batch})
+            results.extend(self._post(outputs, transforms, top_k=top_k, scores=scores))
+        return results[0] if single else results
+
+    def _post(self, outputs: Dict[str, np.ndarray], transforms: List[Transform], top_k: int, scores: bool) -> List[Result]:
+        if self.task == "classification":
+            return [postprocess.classification(outputs, i, self.labels, top_k) for i in range(len(transforms))]
+        return [postprocess.segmentation(outputs, i, t, self.input.size, self.labels, scores) for i, t in enumerate(transforms)]
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.name}, task={self.task}, backend={self.info.get('backend')}, precision={self.info.get('precision')})"
+
+
+def load(
+    path: Union[str, Path],
+    variant: Optional[str] = None,
+    *,
+    threads: Optional[int] = None,
+    verify: bool = True,
+) -> Predictor:
+    """Open a built variant: a variant folder (e.g. build/quickstart/openvino-fp32), or an artifact
+    folder with `variant=` naming one (default: the first verified variant whose backend is installed).
+
+    verify: check the sha256 of every model file against variant.json first.
+    """
+    path = Path(path)
+    if (path / VARIANT).is_file():
+        if variant is not None and variant != path.name:
+            raise ArtifactError(f"{path} is the variant '{path.name}'; do not also ask for variant '{variant}'")
+        return _open_variant(path, threads, verify)
+    manifest = read_manifest(path)
+    names = [v["name"] for v in manifest["variants"]]
+    if variant is not None:
+        if variant not in names:
+            raise ArtifactError(f"{path}: no variant '{variant}' (variants: {', '.join(names)})")
+        return _open_variant(path / variant, threads, verify)
+    errors = []
+    for v in manifest["variants"]:
+        if v.get("status") != "passed":
+            continue
+        try:
+            return _open_variant(path / v["name"], threads, verify)
+        except BackendNotInstalled as e:
+            errors.append(str(e))
+    detail = ("; ".join(errors)) if errors else "no variant passed verification"
+    raise ArtifactError(f"{path}: no variant can be loaded here ({detail})")
+
+
+def _open_variant(vdir: Path, threads: Optional[int], verify: bool) -> Predictor:
+    info = read_json(vdir / VARIANT, "variant")
+    if verify:
+        verify_files(vdir, info["files"])
+    settings = info["settings"]
+    files = {role: vdir / rel for role, rel in settings["files"].items()}
+    runner = create_runner(info["backend"], files, settings, threads=threads)
+    return Predictor(info, runner, path=vdir)
+

@@ -1,0 +1,1 @@
+"""Training on the recipe's data (CPU-friendly), used by `edgevision train` and by compile."""

@@ -1,0 +1,106 @@
+"""Shared fixtures: small recipes compiled once per session (random weights, BN re-estimated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import yaml
+
+from edgevision.console import Reporter
+
+
+class Quiet(Reporter):
+    def info(self, message: str) -> None:
+        pass
+
+
+def write_recipe(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def recipe_dict(name: str, task: str, source: str, size: int, out: Path, **extra: Any) -> dict[str, Any]:
+    labels = ["background", "circle", "square", "triangle"] if task == "segmentation" else ["circle", "square", "triangle"]
+    d: dict[str, Any] = {
+        "name": name,
+        "task": task,
+        "model": {"source": source, "labels": labels},
+        "input": {"size": [size, size], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "data": {"val": {"source": "shapes", "count": 6, "seed": 1, "max_objects": 1 if task == "classification" else 3}},
+        "targets": [{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"}],
+        "verify": {"images": 4, "timing_rounds": 2},
+        "output": str(out / name),
+    }
+    for key, value in extra.items():
+        d[key] = {**d[key], **value} if isinstance(value, dict) and isinstance(d.get(key), dict) else value
+    return d
+
+
+def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
+    """Random weights with BatchNorm statistics re-estimated on shapes images.
+
+    With raw random init, MobileNetV3 features collapse (~1e-8) and every comparison is a tie
+    (../shared/TOOLCHAINS.md); real statistics make parity tests meaningful.
+    """
+    import torch
+
+    from edgevision.data.shapes import ShapesDataset
+    from edgevision.export.onnx_export import ExportWrapper
+    from edgevision.models.sources import build_model
+    from edgevision.recipe import ModelSpec
+    from edgevision.runtime.preprocess import InputSpec, preprocess
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    spec = InputSpec.from_dict(recipe_data["input"])
+    data = ShapesDataset(16, seed=7, size=tuple(recipe_data["input"]["size"]))
+    wrapper = ExportWrapper(model, recipe_data["task"]).train()
+    with torch.no_grad():
+        for i in range(0, 16, 4):
+            wrapper(torch.from_numpy(preprocess([data[k].image for k in range(i, i + 4)], spec)[0]))
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("build")
+
+
+@pytest.fixture(scope="session")
+def compiled(build_root: Path) -> Callable[..., tuple[dict[str, Any], Path]]:
+    """compiled(name, task, source, size, **extra) -> (manifest, artifact dir), cached per session."""
+    from edgevision import api
+    from edgevision.recipe import parse_recipe
+
+    cache: dict[str, tuple[dict[str, Any], Path]] = {}
+
+    def make(name: str, task: str, source: str, size: int, **extra: Any) -> tuple[dict[str, Any], Path]:
+        if name not in cache:
+            data = recipe_dict(name, task, source, size, build_root, **extra)
+            data["model"]["checkpoint"] = str(calibrated_checkpoint(data, build_root / f"{name}.pt"))
+            manifest = api.compile(parse_recipe(data), reporter=Quiet(), threads=2)
+            cache[name] = (manifest, build_root / name)
+        return cache[name]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def unet_artifact(compiled):  # noqa: ANN001, ANN201
+    return compiled("unet", "segmentation", "unet", 64, model={"kwargs": {"width": 4, "depth": 3}},
+                    export={"argmax": True},
+                    targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
+                             {"backend": "openvino", "precision": "bf16"}])
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgevision.runtime.preprocess import InputSpec, plan, preprocess, resize, resize_nearest
+
+
+def _spec(**kw: object) -> InputSpec:
+    base = dict(size=(64, 96), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    base.update(kw)
+    return InputSpec(**base)  # type: ignore[arg-type]
+
+
+def test_upscale_matches_torch_bilinear(rng: np.random.Generator) -> None:
+    img = rng.uniform(0, 255, size=(17, 23, 3)).astype(np.float32)
+    ours = resize(img, 40, 57)
+    ref = F.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None], size=(40, 57), mode="bilinear", align_corners=False)
+    np.testing.assert_allclose(ours, ref[0].permute(1, 2, 0).numpy(), atol=1e-3)
+
+
+def test_integer_downscale_is_block_mean(rng: np.random.Generator) -> None:
+    img = rng.uniform(0, 255, size=(40, 60, 3)).astype(np.float32)
+    expected = img.reshape(10, 4, 15, 4, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(resize(img, 10, 15), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_fractional_downscale_matches_torch_area_and_keeps_mean(rng: np.random.Generator) -> None:
+    img = rng.uniform(0, 255, size=(50, 70, 3)).astype(np.float32)
+    out = resize(img, 20, 30)
+    assert abs(out.mean() - img.mean()) < 0.05  # area weights sum to one
+    const = resize(np.full((101, 77, 3), 42.0, dtype=np.float32), 13, 9)
+    np.testing.assert_allclose(const, 42.0, atol=1e-3)
+
+
+def test_letterbox_plan_and_inverse() -> None:
+    spec = _spec(size=(320, 320), resize="letterbox")
+    t = plan(480, 640, spec)  # landscape: width fills, height padded
+    assert (t.scale_x, t.scale_y) == (0.5, 0.5)
+    assert (t.pad_x, t.pad_y) == (0, 40)
+    assert t.content == (0, 40, 320, 280)
+    boxes = np.array([[0, 40, 320, 280], [10, 50, 20, 60]], dtype=np.float32)
+    np.testing.assert_allclose(t.to_original(boxes), [[0, 0, 640, 480], [20, 20, 40, 40]])
+
+
+def test_letterbox_pads_with_pad_value() -> None:
+    spec = _spec(size=(32, 32), resize="letterbox", pad_value=114, mean=(0, 0, 0), std=(1, 1, 1))
+    img = np.full((16, 32, 3), 200, dtype=np.uint8)
+    x, [t] = preprocess([img], spec)
+    assert x.shape == (1, 3, 32, 32)
+    np.testing.assert_allclose(x[0, :, :8], 114 / 255, atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 8:24], 200 / 255, atol=1e-6)
+    np.testing.assert_allclose(x[0, :, 24:], 114 / 255, atol=1e-6)
+
+
+def test_stretch_normalise_channel_order_and_layout() -> None:
+    img = np.zeros((8, 8, 3), dtype=np.uint8)
+    img[..., 0], img[..., 1], img[..., 2] = 255, 128, 0
+    rgb, _ = preprocess([img], _spec(size=(4, 4)))
+    np.testing.assert_allclose(rgb[0, :, 0, 0], [(1 - 0.5) / 0.25, (128 / 255 - 0.5) / 0.25, (0 - 0.5) / 0.25], atol=1e-5)
+    bgr, _ = preprocess([img], _spec(size=(4, 4), channel_order="bgr"))
+    np.testing.assert_allclose(bgr[0, :, 0, 0], rgb[0, ::-1, 0, 0], atol=1e-6)
+    nhwc, _ = preprocess([img], _spec(size=(4, 4), layout="nhwc"))
+    assert nhwc.shape == (1, 4, 4, 3)
+    np.testing.assert_allclose(nhwc[0], rgb[0].transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("shape,size", [((5, 7), (10, 14)), ((9, 9), (3, 3))])
+def test_resize_nearest_picks_pixel_centres(shape: tuple, size: tuple) -> None:
+    labels = np.arange(np.prod(shape)).reshape(shape)
+    out = resize_nearest(labels, *size)
+    ref = F.interpolate(torch.from_numpy(labels)[None, None].double(), size=size, mode="nearest-exact")[0, 0].long().numpy()
+    np.testing.assert_array_equal(out, ref)
