@@ -80,8 +80,11 @@ def print_summary(manifest: Dict[str, Any]) -> None:
 
     table = Table(title=f"{manifest['name']} ({manifest['task']}, input {manifest['input']['size']})")
     for h in summary_header(manifest["task"]):
-        table.add_column(h, overflow="fold")
+        table.add_column(h, overflow="fold", no_wrap=(h == "variant"))
     for row in summary_rows(manifest):
         style = None if row[-1] in ("passed", "reference") else "red"
         table.add_row(*row, style=style)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(table)

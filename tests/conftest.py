@@ -61,7 +61,7 @@ def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
             m.momentum = None
     spec = InputSpec.from_dict(recipe_data["input"])
     data = ShapesDataset(16, seed=7, size=tuple(recipe_data["input"]["size"]))
-    wrapper = ExportWrapper(model, recipe_data["task"]).train()
+    wrapper = ExportWrapper(model, recipe_data["task"], spec.layout).train()
     with torch.no_grad():
         for i in range(0, 16, 4):
             wrapper(torch.from_numpy(preprocess([data[k].image for k in range(i, i + 4)], spec)[0]))

@@ -75,3 +75,4 @@ def test_checkpoint_missing_or_not_a_state_dict(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     with pytest.raises(ModelSourceError, match="weights_only=True"):
         build_model(spec.model_copy(update={"checkpoint": tmp_path / "junk.pt"}))
+

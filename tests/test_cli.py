@@ -1,0 +1,107 @@
+"""Bad input through the command line: one clear line on stderr, no traceback, non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import recipe_dict
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgevision", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def _assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error: "), proc.stderr
+    for f in fragments:
+        assert f in proc.stderr, (f, proc.stderr)
+
+
+def _recipe(tmp_path: Path, **changes: object) -> Path:
+    data = recipe_dict("cli", "segmentation", "unet", 64, tmp_path)
+    data.update(changes)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_help_and_schema() -> None:
+    proc = run("--help")
+    assert proc.returncode == 0 and "compile" in proc.stdout and "inspect" in proc.stdout
+    schema = json.loads(run("schema").stdout)
+    assert "targets" in schema["properties"]
+
+
+def test_missing_recipe(tmp_path: Path) -> None:
+    _assert_clean_error(run("compile", str(tmp_path / "nope.yaml")), "recipe file not found")
+
+
+def test_bad_precision_is_reported_with_field_path(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, targets=[{"backend": "openvino", "precision": "int4"}])
+    _assert_clean_error(run("compile", str(path)), "targets[0].precision: 'int4' is not one of")
+
+
+def test_unknown_builder_suggests(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, model={"source": "mobilenet_v3_smal", "num_classes": 4})
+    _assert_clean_error(run("compile", str(path)), "'mobilenet_v3_small'")
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    path = _recipe(tmp_path, model={"source": "unet", "num_classes": 4, "checkpoint": str(tmp_path / "w.pt")})
+    _assert_clean_error(run("compile", str(path)), "model.checkpoint: file not found")
+
+
+def test_checkpoint_of_another_model(tmp_path: Path) -> None:
+    torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, tmp_path / "w.pt")
+    path = _recipe(tmp_path, model={"source": "unet", "num_classes": 4, "checkpoint": str(tmp_path / "w.pt")})
+    _assert_clean_error(run("compile", str(path)), "missing keys", "unexpected keys (1): fc.weight")
+
+
+def test_predict_errors_and_debug_traceback(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
+    _, root = unet_artifact
+    _assert_clean_error(run("predict", str(root / "openvino-fp32"), str(tmp_path / "none.jpg")), "image not found")
+    (tmp_path / "fake.jpg").write_text("hello")
+    _assert_clean_error(run("predict", str(root / "openvino-fp32"), str(tmp_path / "fake.jpg")), "not a readable image")
+    debug = run("--debug", "predict", str(root / "openvino-fp32"), str(tmp_path / "none.jpg"))
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_predict_saves_overlay_and_json(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    from edgevision.data import ShapesDataset
+
+    _, root = unet_artifact
+    Image.fromarray(ShapesDataset(1, seed=4, size=(64, 80))[0].image).save(tmp_path / "a.png")
+    proc = run("predict", str(root), str(tmp_path / "a.png"), "--variant", "openvino-fp32", "--json", "--save", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads(proc.stdout.splitlines()[0])
+    assert first["width"] == 80 and sum(first["areas"].values()) == 64 * 80
+    assert Image.open(tmp_path / "out" / "a.overlay.png").size == (80, 64)
+
+
+def test_inspect_detects_tampering(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
+    _, root = unet_artifact
+    ok = run("inspect", str(root))
+    assert ok.returncode == 0 and "openvino-bf16" in ok.stdout and "match their sha256" in ok.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "onnxruntime-fp32" / "model.onnx").write_bytes(b"tampered")
+    _assert_clean_error(run("inspect", str(copy)), "modified file onnxruntime-fp32/model.onnx")
+    _assert_clean_error(run("inspect", str(tmp_path / "nothing")), "artifact directory not found")
+
+
+@pytest.mark.parametrize("bad", ["not json", json.dumps({"schema_version": 99})])
+def test_inspect_bad_manifest(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "manifest.json").write_text(bad)
+    _assert_clean_error(run("inspect", str(tmp_path)), "manifest.json")

@@ -1,0 +1,84 @@
+"""The runtime: torch-free, Python 3.10, and the predict() API on every kind of input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import edgevision
+from edgevision.data import ShapesDataset
+from edgevision.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROBE = """
+import json, sys
+import numpy as np
+import edgevision
+out = {}
+for variant in sys.argv[2:]:
+    with edgevision.load(sys.argv[1] + "/" + variant) as m:
+        r = m.predict(sys.argv[1] + "/../probe.png")
+        out[variant] = r.label_map.tolist()
+assert "torch" not in sys.modules, "the runtime imported torch"
+assert "onnx" not in sys.modules, "the runtime imported onnx"
+print(json.dumps({"maps": out, "python": sys.version_info[:2]}))
+"""
+
+
+def _probe(python: str, root: Path) -> dict:
+    Image.fromarray(ShapesDataset(1, seed=21, size=(45, 70))[0].image).save(root.parent / "probe.png")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([python, "-c", PROBE, str(root), "onnxruntime-fp32", "openvino-fp32"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_runtime_does_not_import_torch(unet_artifact) -> None:  # noqa: ANN001
+    _, root = unet_artifact
+    result = _probe(sys.executable, root)
+    with edgevision.load(root / "openvino-fp32") as m:
+        expected = m.predict(root.parent / "probe.png").label_map
+    np.testing.assert_array_equal(np.array(result["maps"]["openvino-fp32"]), expected)
+
+
+@pytest.mark.skipif(not os.environ.get("EDGEVISION_PY310"), reason="set EDGEVISION_PY310 to a Python 3.10 with numpy, onnxruntime, openvino (.ci/run does)")
+def test_runtime_runs_on_python_310(unet_artifact) -> None:  # noqa: ANN001
+    _, root = unet_artifact
+    result = _probe(os.environ["EDGEVISION_PY310"], root)
+    assert result["python"] == [3, 10]
+    with edgevision.load(root / "onnxruntime-fp32") as m:
+        expected = m.predict(root.parent / "probe.png").label_map
+    np.testing.assert_array_equal(np.array(result["maps"]["onnxruntime-fp32"]), expected)
+
+
+def test_predict_accepts_every_input_kind(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
+    _, root = unet_artifact
+    rgb = ShapesDataset(1, seed=3, size=(40, 60))[0].image
+    Image.fromarray(rgb).save(tmp_path / "x.png")
+    with edgevision.load(root / "onnxruntime-fp32") as m:
+        ref = m.predict(rgb).label_map
+        np.testing.assert_array_equal(m.predict(str(tmp_path / "x.png")).label_map, ref)
+        np.testing.assert_array_equal(m.predict(Image.fromarray(rgb)).label_map, ref)
+        np.testing.assert_array_equal(m.predict(rgb[:, :, ::-1].copy(), channel_order="bgr").label_map, ref)
+        batch = m.predict([rgb, tmp_path / "x.png"] * 3)  # more than one batch chunk is fine too
+        assert len(batch) == 6 and all((r.label_map == ref).all() for r in batch)
+        gray = m.predict(rgb.mean(axis=2).astype(np.uint8))
+        assert gray.label_map.shape == (40, 60)
+        assert m.predict(np.concatenate([rgb, np.full((40, 60, 1), 255, np.uint8)], axis=2)).label_map.shape == (40, 60)
+        sixteen = m.predict(rgb.astype(np.uint16) * 257)
+        np.testing.assert_array_equal(sixteen.label_map, ref)
+        scored = m.predict(rgb, scores=True)
+        assert scored.scores.shape == (4, 40, 60) and np.allclose(scored.scores.sum(0), 1, atol=1e-4)
+        np.testing.assert_array_equal(scored.scores.argmax(0), scored.label_map)
+        assert m.predict([]) == []
+        with pytest.raises(InputError, match="image not found"):
+            m.predict(tmp_path / "missing.png")
