@@ -26,7 +26,7 @@ class RichReporter(Reporter):
         self.console = Console(stderr=True)
 
     def info(self, message: str) -> None:
-        self.console.print(message, highlight=False, markup=False)
+        self.console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     @contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:

@@ -22,7 +22,7 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def _assert_clean_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith("error: "), proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: "), proc.stderr
     for f in fragments:
         assert f in proc.stderr, (f, proc.stderr)
 

@@ -1,0 +1,43 @@
+"""The README's main command, run as a user would, in a fresh working directory."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _readme_command() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("pip install") and "edgevision compile" in ln)
+    command = shlex.split(line.split("&&", 1)[1])
+    assert command[:2] == ["edgevision", "compile"]
+    return [sys.executable, "-m", "edgevision", *command[1:]]
+
+
+@pytest.mark.slow
+def test_readme_quickstart(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
+    command = _readme_command()
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "training it first" in first.stderr
+    manifest = json.loads((tmp_path / "build" / "quickstart" / "manifest.json").read_text())
+    base = manifest["baseline"]["accuracy"]["miou"]
+    assert base > 0.75, f"the trained quickstart model only reaches mIoU {base:.3f}"
+    for v in manifest["variants"]:
+        assert v["status"] == "passed"
+        assert abs(v["accuracy"]["miou"] - base) < 0.01, (v["name"], v["accuracy"]["miou"], base)
+    assert re.search(r"openvino-bf16\s.*passed", first.stdout)
+
+    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "using checkpoint" in second.stderr and "training" not in second.stderr
