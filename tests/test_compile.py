@@ -121,3 +121,14 @@ def test_tolerance_failure_keeps_previous_artifact(unet_artifact, build_root: Pa
     failed = read_manifest(build_root / "strict.failed")
     assert failed["variants"][0]["status"] == "failed" and failed["variants"][0]["reasons"]
     assert (build_root / "strict" / "manifest.json").read_bytes() == before[1]
+
+
+def test_export_failure_names_the_module(build_root: Path) -> None:
+    from edgevision import api
+    from edgevision.errors import ExportError
+    from edgevision.recipe import parse_recipe
+
+    data = recipe_dict("segnet_ts", "segmentation", "segnet", 64, build_root, export={"exporter": "torchscript"})
+    with pytest.raises(ExportError, match=r"failed in module MaxUnpool2d .*Try export.exporter: dynamo"):
+        api.compile(parse_recipe(data), reporter=Quiet())
+    assert not (build_root / "segnet_ts").exists() and not list(build_root.glob(".segnet_ts*"))

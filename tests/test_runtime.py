@@ -82,3 +82,28 @@ def test_predict_accepts_every_input_kind(unet_artifact, tmp_path: Path) -> None
         assert m.predict([]) == []
         with pytest.raises(InputError, match="image not found"):
             m.predict(tmp_path / "missing.png")
+
+
+def _without(packages: list[str], code: str) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter where importing `packages` fails (as if not installed)."""
+    blocker = "import sys\n" + "".join(f"sys.modules[{p!r}] = None\n" for p in packages)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", blocker + code], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_help_works_with_no_backend_and_no_torch() -> None:
+    proc = _without(["torch", "onnxruntime", "openvino", "onnx"],
+                    "from edgevision.cli import main\nimport sys\nsys.exit(main(['--help']))")
+    assert proc.returncode == 0, proc.stderr
+    assert "compile" in proc.stdout
+
+
+def test_missing_backend_names_the_package(unet_artifact) -> None:  # noqa: ANN001
+    _, root = unet_artifact
+    proc = _without(["openvino"], f"import edgevision\nedgevision.load({str(root / 'openvino-fp32')!r})")
+    assert proc.returncode != 0
+    assert "backend 'openvino' needs the Python package 'openvino'" in proc.stderr
+    assert "pip install 'edgevision[openvino]'" in proc.stderr
+    # an artifact folder falls back to a variant whose backend is installed
+    proc = _without(["onnxruntime"], f"import edgevision\nprint(edgevision.load({str(root)!r}).info['name'])")
+    assert proc.returncode == 0 and proc.stdout.strip() == "openvino-fp32", proc.stderr

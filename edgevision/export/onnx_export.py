@@ -102,8 +102,8 @@ def _run_exporter(wrapper: nn.Module, example: torch.Tensor, names: list[str], e
     except Exception as e:  # the exporters raise many types; keep the op-naming part of the message
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise ExportError(
-            f"torch.onnx ({exporter} exporter) failed: {_first_lines(str(e))}. "
-            f"Try export.exporter: {other}, or report the op named above."
+            f"torch.onnx ({exporter} exporter) failed{_failing_module(e)}: {_first_lines(str(e))}. "
+            f"Try export.exporter: {other}."
         ) from e
     return onnx.load_model_from_string(buffer.getvalue())
 
@@ -135,6 +135,19 @@ def _add_metadata(model: onnx.ModelProto, recipe: Recipe, labels: list[str], out
 
 def _opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _failing_module(error: BaseException) -> str:
+    """' in module X (file:line)' for the innermost nn.Module whose forward raised, if any."""
+    found = ""
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        owner = frame.f_locals.get("self")
+        if frame.f_code.co_name == "forward" and isinstance(owner, nn.Module) and not isinstance(owner, ExportWrapper):
+            found = f" in module {type(owner).__name__} ({Path(frame.f_code.co_filename).name}:{tb.tb_lineno})"
+        tb = tb.tb_next
+    return found
 
 
 def _first_lines(text: str, n: int = 3) -> str:
