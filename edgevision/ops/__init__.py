@@ -1,0 +1,1 @@
+"""Reference implementations of the graph contracts (numpy only)."""
