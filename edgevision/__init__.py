@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from edgevision.errors import EdgeVisionError
-from edgevision.runtime import Classification, Predictor, Segmentation, load
+from edgevision.runtime import Classification, Detections, Predictor, Segmentation, load
 
 __version__ = "0.1.0"
-__all__ = ["Classification", "EdgeVisionError", "Predictor", "Segmentation", "compile", "load", "train"]
+__all__ = ["Classification", "Detections", "EdgeVisionError", "Predictor", "Segmentation", "compile", "load", "train"]
 
 
 def compile(recipe: Any, **kwargs: Any) -> Any:  # noqa: A001 - the verb users expect

@@ -25,6 +25,7 @@ from edgevision.console import Reporter
 from edgevision.data import open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
+from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, TargetSpec, load_recipe
 from edgevision.runtime.predictor import Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
@@ -115,17 +116,21 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     labels = list(recipe.model.labels or [])
     _ensure_checkpoint(recipe, reporter)
     model = build_model(recipe.model)
-    wrapper = ExportWrapper(model, recipe.task, recipe.input.layout, recipe.export.argmax)
+    core, nms = _detection_core(model, recipe) if recipe.task == "detection" else (model, None)
+    wrapper = ExportWrapper(core, recipe.task, recipe.input.layout, recipe.export.argmax)
     val = open_dataset(recipe.data.val, recipe.input.size) if recipe.data.val else None
     if val is not None:
         _check_label_space(recipe, val, labels)
     with Staging(recipe.output_dir) as stage:
         reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
-        export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels)
+        export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels, nms)
         reporter.info(f"exported: {export_info['nodes']} nodes ({export_info['nodes_exported']} before cleanup) in {export_info['seconds']} s")
-        info = _model_info(recipe, labels, INPUT_NAME, wrapper.output_names)
+        info = _model_info(recipe, labels, INPUT_NAME, wrapper.contract_names)
+        if nms is not None:
+            info["nms"] = nms.to_dict()
         feeds = _verification_feeds(recipe, val)
-        reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names)
+        post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
+        reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
         ref_outputs = [reference.infer(f) for f in feeds]
         variants = [_build_variant(t, stage.path, info, recipe, feeds, ref_outputs, reporter, threads) for t in recipe.targets]
         baseline = _measure(recipe, info, reference, variants, stage.path, val, reporter, threads)
@@ -146,8 +151,24 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     return manifest
 
 
+def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
+    """The export adapter of a detector and its NMS parameters (recipe overrides model defaults)."""
+    from edgevision.export.detection import detection_adapter
+
+    adapter = detection_adapter(model, recipe.input.size)
+    try:
+        return adapter, adapter.nms_params(**recipe.export.nms.model_dump())
+    except ValueError as e:
+        raise RecipeError(f"export.nms: {e}") from None
+
+
 def _check_label_space(recipe: Recipe, val: Any, labels: list[str]) -> None:
     if not val.categories:
+        return
+    if recipe.task == "detection":  # matched by name; extra labels such as 'background' are fine
+        missing = [c for c in val.categories if c not in labels]
+        if missing:
+            raise DataError(f"data.val ({val.name}) has categories {missing} that are not in model.labels {labels}")
         return
     expected = len(val.categories) + (1 if recipe.task == "segmentation" else 0)
     if expected != len(labels):
@@ -196,7 +217,7 @@ def _build_variant(target: TargetSpec, root: Path, info: dict[str, Any], recipe:
     except EdgeVisionError as e:
         entry.update(status="error", reasons=[str(e)])
         return entry
-    reasons = judge(entry["parity"], recipe.verify.tolerance(target.precision))
+    reasons = judge(entry["parity"], recipe.verify.tolerance(target.precision, recipe.task))
     entry.update(status="passed" if not reasons else "failed", reasons=reasons)
     entry["files"] = file_entries(vdir)
     return entry

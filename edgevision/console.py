@@ -49,29 +49,39 @@ def _fmt(v: Optional[float], digits: int = 2) -> str:
 
 def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
     """One row per variant (PyTorch FP32 baseline first): the compile summary table."""
-    metric = "miou" if manifest["task"] == "segmentation" else "top1"
+    metric = METRIC[manifest["task"]]
     base = manifest.get("baseline", {})
     base_lat = (base.get("latency") or {}).get("e2e", {}).get("p50")
     rows = [["pytorch-fp32 (reference)", "-", "-", _fmt((base.get("accuracy") or {}).get(metric), 4),
              _fmt((base.get("latency") or {}).get("infer", {}).get("p50")), _fmt(base_lat), "1.00x", "reference"]]
     for v in manifest["variants"]:
         parity = v.get("parity") or {}
-        agree = parity.get("pixel_agreement", parity.get("top1_agreement"))
         lat = v.get("latency") or {}
         e2e = lat.get("e2e", {}).get("p50")
         speed = f"{base_lat / e2e:.2f}x" if (base_lat and e2e) else "-"
         status = v["status"] if v["status"] == "passed" else f"{v['status']}: {'; '.join(v.get('reasons', []))}"
-        parity_txt = "-" if not parity or "error" in parity else f"cos {parity['min_cosine']:.5f} / agree {agree:.4f}"
+        parity_txt = _parity_text(parity)
         rows.append([v["name"], _fmt(v.get("size_mb")), parity_txt, _fmt((v.get("accuracy") or {}).get(metric), 4),
                      _fmt(lat.get("infer", {}).get("p50")), _fmt(e2e), speed, status])
     return rows
 
 
-SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "mIoU", "infer ms", "e2e ms", "speedup", "status"]
+def _parity_text(parity: Dict[str, Any]) -> str:
+    if not parity or "error" in parity:
+        return "-"
+    if "matched" in parity:
+        return f"matched {min(parity['matched'], parity['matched_candidate']):.4f} / dscore {parity['max_score_diff']:.1e}"
+    agree = parity.get("pixel_agreement", parity.get("top1_agreement"))
+    return f"cos {parity['min_cosine']:.5f} / agree {agree:.4f}"
+
+
+METRIC = {"segmentation": "miou", "classification": "top1", "detection": "map"}
+METRIC_TITLE = {"segmentation": "mIoU", "classification": "top-1", "detection": "mAP"}
+SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "accuracy", "infer ms", "e2e ms", "speedup", "status"]
 
 
 def summary_header(task: str) -> List[str]:
-    return [("mIoU" if task == "segmentation" else "top-1") if h == "mIoU" else h for h in SUMMARY_HEADER]
+    return [METRIC_TITLE[task] if h == "accuracy" else h for h in SUMMARY_HEADER]
 
 
 def print_summary(manifest: Dict[str, Any]) -> None:

@@ -87,6 +87,16 @@ class InputSpec(_Strict):
         return v
 
 
+class NMSSpec(_Strict):
+    """Detection post-processing (the canonical NMS); unset fields take the model's own defaults."""
+
+    score_threshold: Optional[float] = Field(None, ge=0, lt=1)
+    iou_threshold: Optional[float] = Field(None, gt=0, le=1)
+    max_detections: Optional[int] = Field(None, ge=1, le=10000)
+    pre_nms_top_k: Optional[int] = Field(None, ge=1)
+    class_agnostic: Optional[bool] = None
+
+
 class ExportSpec(_Strict):
     opset: int = Field(18, ge=17, le=21, description="ONNX opset (ONNX Runtime's RoiAlign needs <= 21).")
     dynamic_batch: bool = True
@@ -94,6 +104,7 @@ class ExportSpec(_Strict):
         "dynamo", description="torch.onnx exporter; 'torchscript' is the legacy one."
     )
     argmax: bool = Field(False, description="Segmentation: add an in-graph argmax output 'labels'.")
+    nms: NMSSpec = Field(NMSSpec(), description="Detection: thresholds of the NMS fused into the graph.")
 
 
 class TargetSpec(_Strict):
@@ -122,7 +133,7 @@ class Tolerance(_Strict):
 
     min_cosine: float = Field(ge=0, le=1)
     max_abs_diff: Optional[float] = Field(None, gt=0, description="On logits; null = not checked.")
-    min_agreement: float = Field(ge=0, le=1, description="Top-1 (classification) or pixel agreement.")
+    min_agreement: float = Field(ge=0, le=1, description="Top-1, pixel, or matched-detection agreement.")
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
@@ -133,13 +144,25 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+DETECTION_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(min_cosine=0, max_abs_diff=1e-3, min_agreement=0.99),
+    "fp16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.95),
+    "bf16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.9),
+    "int8": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.8),
+}
+
+
 class VerifySpec(_Strict):
     images: int = Field(8, ge=1, le=1000, description="Images compared against PyTorch per variant.")
     tolerances: dict[Precision, Tolerance] = Field(default_factory=dict, description="Overrides per precision.")
     timing_rounds: int = Field(30, ge=0, le=10000, description="Interleaved latency rounds in the summary (0: skip).")
 
-    def tolerance(self, precision: str) -> Tolerance:
-        return self.tolerances.get(precision, DEFAULT_TOLERANCES[precision])  # type: ignore[call-overload]
+    def tolerance(self, precision: str, task: str = "classification") -> Tolerance:
+        if precision in self.tolerances:
+            return self.tolerances[precision]  # type: ignore[index]
+        if task == "detection":  # agreement = matched detections, max_abs_diff = score difference
+            return DETECTION_TOLERANCES[precision]
+        return DEFAULT_TOLERANCES[precision]
 
 
 class DataSource(_Strict):
@@ -193,8 +216,8 @@ class Recipe(_Strict):
             raise ValueError(f"targets: variant {dup[0]} is listed twice")
         if self.train is not None and self.data.train is None:
             raise ValueError("train: needs data.train (the images to train on)")
-        if self.task in ("detection", "instance_segmentation", "keypoints"):
-            raise ValueError(f"task '{self.task}' is not supported by this version yet (classification, segmentation)")
+        if self.task in ("instance_segmentation", "keypoints"):
+            raise ValueError(f"task '{self.task}' is not supported by this version yet (classification, segmentation, detection)")
         return self
 
     @property

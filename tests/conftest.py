@@ -23,7 +23,7 @@ def write_recipe(path: Path, data: dict[str, Any]) -> Path:
 
 
 def recipe_dict(name: str, task: str, source: str, size: int, out: Path, **extra: Any) -> dict[str, Any]:
-    labels = ["background", "circle", "square", "triangle"] if task == "segmentation" else ["circle", "square", "triangle"]
+    labels = ["circle", "square", "triangle"] if task == "classification" else ["background", "circle", "square", "triangle"]
     d: dict[str, Any] = {
         "name": name,
         "task": task,
@@ -48,6 +48,7 @@ def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
     import torch
 
     from edgevision.data.shapes import ShapesDataset
+    from edgevision.export.detection import detection_adapter
     from edgevision.export.onnx_export import ExportWrapper
     from edgevision.models.sources import build_model
     from edgevision.recipe import ModelSpec
@@ -61,7 +62,8 @@ def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
             m.momentum = None
     spec = InputSpec.from_dict(recipe_data["input"])
     data = ShapesDataset(16, seed=7, size=tuple(recipe_data["input"]["size"]))
-    wrapper = ExportWrapper(model, recipe_data["task"], spec.layout).train()
+    core = detection_adapter(model, spec.size) if recipe_data["task"] == "detection" else model
+    wrapper = ExportWrapper(core, recipe_data["task"], spec.layout).train()
     with torch.no_grad():
         for i in range(0, 16, 4):
             wrapper(torch.from_numpy(preprocess([data[k].image for k in range(i, i + 4)], spec)[0]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,8 +11,11 @@ from edgevision.backends.base import RunnerBase, TensorSpec
 
 
 class Runner(RunnerBase):
-    def __init__(self, module: torch.nn.Module, input_name: str, output_names: Sequence[str]) -> None:
+    def __init__(self, module: torch.nn.Module, input_name: str, output_names: Sequence[str],
+                 post: Optional[Callable[[Dict[str, np.ndarray]], Dict[str, np.ndarray]]] = None) -> None:
+        """`post` maps the module's outputs to the graph contract (detection: the reference NMS)."""
         self._module = module.eval()
+        self._post = post
         self.inputs: List[TensorSpec] = [TensorSpec(input_name, ("batch", None, None, None), "float32")]
         self.outputs: List[TensorSpec] = [TensorSpec(n, (), "") for n in output_names]
 
@@ -21,4 +24,5 @@ class Runner(RunnerBase):
         x = torch.from_numpy(np.ascontiguousarray(feeds[self.inputs[0].name]))
         out = self._module(x)
         out = out if isinstance(out, (tuple, list)) else (out,)
-        return {spec.name: t.numpy() for spec, t in zip(self.outputs, out)}
+        result = {spec.name: t.numpy() for spec, t in zip(self.outputs, out)}
+        return self._post(result) if self._post else result

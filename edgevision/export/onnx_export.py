@@ -2,6 +2,8 @@
 
 classification: logits [B,C]; segmentation: logits [B,C,H,W] (+ labels [B,H,W] int32 when
 export.argmax). torchvision's segmentation models return a dict: it is flattened here.
+detection: an adapter (export/detection.py) yields boxes [B,N,4] and scores [B,N,C]; the
+canonical NMS is then appended in ONNX (export/nms.py): num_dets, boxes, scores, labels.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from torch import nn
 
 from edgevision.backends.base import INPUT_NAME
 from edgevision.errors import ExportError
+from edgevision.export.nms import OUTPUTS as NMS_OUTPUTS
+from edgevision.export.nms import append_nms
+from edgevision.ops.nms import NMSParams
 from edgevision.recipe import Recipe
 
 MAX_IR_VERSION = 10  # ONNX Runtime 1.31 rejects IR 14; 10 is what opset 18-21 need and every backend reads
@@ -36,11 +41,21 @@ class ExportWrapper(nn.Module):
 
     @property
     def output_names(self) -> list[str]:
+        """Outputs of the exported network (for detection: before the NMS is appended)."""
+        if self.task == "detection":
+            return ["boxes", "scores"]
         return ["logits", "labels"] if (self.task == "segmentation" and self.argmax) else ["logits"]
+
+    @property
+    def contract_names(self) -> list[str]:
+        """Outputs of the finished graph (DESIGN.md contract)."""
+        return list(NMS_OUTPUTS) if self.task == "detection" else self.output_names
 
     def forward(self, images: torch.Tensor) -> Any:
         x = images.permute(0, 3, 1, 2) if self.layout == "nhwc" else images
         out = self.model(x)
+        if self.task == "detection":
+            return out
         if isinstance(out, dict):  # torchvision FCN / DeepLabV3 / LRASPP: {"out": ..., "aux": ...}
             out = out["out"]
         elif hasattr(out, "logits"):  # HuggingFace-style output objects
@@ -50,8 +65,9 @@ class ExportWrapper(nn.Module):
         return out
 
 
-def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list[str]) -> dict[str, Any]:
-    """Export, clean with onnxslim, check, add metadata; write `path`; return export facts."""
+def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list[str],
+                nms: NMSParams | None = None) -> dict[str, Any]:
+    """Export, clean with onnxslim, (append the NMS), check, add metadata; write `path`; return facts."""
     h, w = recipe.input.size
     spec = recipe.export
     batch = 2 if spec.dynamic_batch else 1  # an example batch of 1 would be specialised by torch.export
@@ -62,7 +78,11 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
     model = _run_exporter(wrapper, example, names, spec.exporter, spec.opset, spec.dynamic_batch)
     exported_nodes = len(model.graph.node)
     model = _clean(model)
-    _add_metadata(model, recipe, labels, names)
+    if wrapper.task == "detection":
+        if nms is None:
+            raise ExportError("detection export needs NMS parameters")
+        model = onnx.shape_inference.infer_shapes(append_nms(model, nms, "onnx"), strict_mode=True)
+    _add_metadata(model, recipe, labels, wrapper.contract_names)
     try:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:

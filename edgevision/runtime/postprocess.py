@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from edgevision.runtime.preprocess import Transform, resize, resize_nearest
-from edgevision.runtime.results import Classification, Segmentation
+from edgevision.runtime.results import Classification, Detections, Segmentation
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -48,3 +48,12 @@ def segmentation(
     label_map = up.argmax(axis=2).astype(np.int32)
     probs: Optional[np.ndarray] = softmax(up, axis=2).transpose(2, 0, 1) if scores else None
     return Segmentation(label_map=label_map, labels=labels, scores=probs)
+
+
+def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str]) -> Detections:
+    """The NMS contract (num_dets, boxes, scores, labels) -> Detections in original pixels."""
+    n = int(np.asarray(outputs["num_dets"][index]).reshape(-1)[0])
+    if n == 0:
+        return Detections.empty(labels)
+    boxes = t.to_original(outputs["boxes"][index][:n])
+    return Detections(boxes, outputs["scores"][index][:n], outputs["labels"][index][:n], labels)

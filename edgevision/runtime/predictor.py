@@ -16,9 +16,9 @@ from edgevision.errors import ArtifactError, BackendNotInstalled
 from edgevision.runtime import postprocess
 from edgevision.runtime.images import ImageLike, to_rgb
 from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
-from edgevision.runtime.results import Classification, Segmentation
+from edgevision.runtime.results import Classification, Detections, Segmentation
 
-Result = Union[Classification, Segmentation]
+Result = Union[Classification, Segmentation, Detections]
 
 
 class Predictor:
@@ -33,7 +33,7 @@ class Predictor:
         self.input = InputSpec.from_dict(info["input"])
         self.input_name: str = info["input"].get("name", INPUT_NAME)
         self.max_batch: int = int(info["input"].get("max_batch", 1))
-        if self.task not in ("classification", "segmentation"):
+        if self.task not in ("classification", "segmentation", "detection"):
             raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
 
     @property
@@ -70,6 +70,8 @@ class Predictor:
     def _post(self, outputs: Dict[str, np.ndarray], transforms: List[Transform], top_k: int, scores: bool) -> List[Result]:
         if self.task == "classification":
             return [postprocess.classification(outputs, i, self.labels, top_k) for i in range(len(transforms))]
+        if self.task == "detection":
+            return [postprocess.detection(outputs, i, t, self.labels) for i, t in enumerate(transforms)]
         return [postprocess.segmentation(outputs, i, t, self.input.size, self.labels, scores) for i, t in enumerate(transforms)]
 
     def close(self) -> None:

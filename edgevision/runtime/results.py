@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 import numpy as np
 
@@ -64,3 +64,62 @@ class Segmentation:
 
     def __repr__(self) -> str:
         return f"Segmentation({self.shape[1]}x{self.shape[0]}, areas={self.areas()})"
+
+
+class Detections:
+    """Boxes (xyxy, original image pixels), scores and class ids of one image, best first.
+
+    len(d), d[i] / d[mask] / d[1:3] (a Detections), d.filter(min_score=, classes=), d.names.
+    """
+
+    def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Optional[List[str]] = None) -> None:
+        self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        self.class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
+        if not len(self.boxes) == len(self.scores) == len(self.class_ids):
+            raise ValueError("Detections: boxes, scores and class_ids must have the same length")
+        self.labels = list(labels or [])
+
+    @classmethod
+    def empty(cls, labels: Optional[List[str]] = None) -> "Detections":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0), labels)
+
+    @property
+    def names(self) -> List[str]:
+        return [self.labels[c] if 0 <= c < len(self.labels) else str(c) for c in self.class_ids]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def __getitem__(self, index: Union[int, slice, np.ndarray, List[int]]) -> "Detections":
+        idx = [index] if isinstance(index, (int, np.integer)) else index
+        return Detections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.labels)
+
+    def filter(self, min_score: Optional[float] = None, classes: Optional[List[Union[int, str]]] = None) -> "Detections":
+        keep = np.ones(len(self), dtype=bool)
+        if min_score is not None:
+            keep &= self.scores >= min_score
+        if classes is not None:
+            ids = {c if isinstance(c, int) else self.labels.index(c) for c in classes}
+            keep &= np.isin(self.class_ids, sorted(ids))
+        return self[keep]
+
+    def to_coco(self, image_id: int, category_ids: Dict[str, int]) -> List[Dict[str, object]]:
+        """COCO results entries; labels without a category (e.g. background) are left out."""
+        out = []
+        for box, score, name in zip(self.boxes, self.scores, self.names):
+            if name in category_ids:
+                x0, y0, x1, y1 = (float(v) for v in box)
+                out.append({"image_id": image_id, "category_id": category_ids[name],
+                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+        return out
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"detections": [{"label": n, "class_id": int(c), "score": round(float(s), 4),
+                                "box": [round(float(v), 1) for v in b]}
+                               for b, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.names)]}
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.names[:5], self.scores[:5]))
+        more = f", ... {len(self) - 5} more" if len(self) > 5 else ""
+        return f"Detections({len(self)}: {top}{more})"

@@ -6,11 +6,17 @@ from typing import Any
 
 import numpy as np
 
+from edgevision.ops.nms import box_iou
 from edgevision.recipe import Tolerance
+
+MATCH_IOU = 0.99  # a detection matches when the label is the same and IoU > 0.99 (or same corners)
 
 
 def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Metrics over batches of outputs (same feeds): logits diff and cosine, label agreement."""
+    """Metrics over batches of outputs (same feeds): logits diff and cosine, label agreement;
+    for detection, order-free matching of detections."""
+    if task == "detection":
+        return compare_detections(reference, candidate)
     ref = np.concatenate([r["logits"] for r in reference]).astype(np.float64)
     out = np.concatenate([c["logits"] for c in candidate]).astype(np.float64)
     if ref.shape != out.shape:
@@ -31,10 +37,54 @@ def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[d
     return metrics
 
 
+def _per_image(batches: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    out = []
+    for b in batches:
+        for i in range(len(b["num_dets"])):
+            n = int(np.asarray(b["num_dets"][i]).reshape(-1)[0])
+            out.append((b["boxes"][i][:n].astype(np.float64), b["scores"][i][:n].astype(np.float64), b["labels"][i][:n]))
+    return out
+
+
+def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+    """Greedy order-free matching (same label, IoU > 0.99), best reference scores first."""
+    matched = n_ref = n_cand = 0
+    score_diff = box_diff = 0.0
+    for (rb, rs, rl), (cb, cs, cl) in zip(_per_image(reference), _per_image(candidate)):
+        n_ref, n_cand = n_ref + len(rb), n_cand + len(cb)
+        if not len(rb) or not len(cb):
+            continue
+        # IoU, or the corners themselves for boxes clipped flat at the border (their IoU is 0)
+        close = (box_iou(rb, cb) > MATCH_IOU) | (np.abs(rb[:, None] - cb[None]).max(axis=2) < 1e-2)
+        iou = box_iou(rb, cb)
+        used = np.zeros(len(cb), dtype=bool)
+        for i in np.argsort(-rs, kind="stable"):
+            ok = (~used) & (cl == rl[i]) & close[i]
+            if ok.any():
+                j = int(np.argmax(np.where(ok, iou[i], -1)))
+                used[j] = True
+                matched += 1
+                score_diff = max(score_diff, float(abs(rs[i] - cs[j])))
+                box_diff = max(box_diff, float(np.abs(rb[i] - cb[j]).max()))
+    return {
+        "images": len(_per_image(reference)), "detections": n_ref, "candidate_detections": n_cand,
+        "matched": matched / n_ref if n_ref else 1.0, "matched_candidate": matched / n_cand if n_cand else 1.0,
+        "max_score_diff": score_diff, "max_box_diff": box_diff,
+    }
+
+
 def judge(metrics: dict[str, Any], tol: Tolerance) -> list[str]:
     """Reasons the metrics fail the tolerance (empty: passed)."""
     if "error" in metrics:
         return [metrics["error"]]
+    if "matched" in metrics:  # detection
+        reasons = []
+        agreement = min(metrics["matched"], metrics["matched_candidate"])
+        if agreement < tol.min_agreement:
+            reasons.append(f"matched detections {agreement:.4f} < {tol.min_agreement}")
+        if tol.max_abs_diff is not None and metrics["max_score_diff"] > tol.max_abs_diff:
+            reasons.append(f"score diff {metrics['max_score_diff']:.3g} > {tol.max_abs_diff}")
+        return reasons
     reasons = []
     if metrics["min_cosine"] < tol.min_cosine:
         reasons.append(f"cosine {metrics['min_cosine']:.6f} < {tol.min_cosine}")

@@ -1,0 +1,130 @@
+"""Export adapters for one-stage detectors: tensors in, decoded boxes and candidate scores out.
+
+torchvision's detectors export their post-processing as per-class loops unrolled at trace time.
+An adapter instead runs backbone + head, decodes boxes against anchors (or points) precomputed
+for the fixed input size, and expresses torchvision's candidate selection as score masks:
+
+  SSD / SSDlite   softmax, background column zeroed, per-class top-k (topk_candidates)
+  RetinaNet       sigmoid, per-level top-k over (anchor, class) pairs
+  FCOS            sqrt(sigmoid(cls) * sigmoid(centerness)), per-level top-k over pairs
+
+A mask keeps the scores torchvision would keep and zeroes the rest, so the canonical NMS
+(score > score_thresh, per-class IoU > nms_thresh, best detections_per_img) reproduces
+postprocess_detections exactly (up to ties), with static shapes. Boxes are clipped to the image.
+Outputs: boxes [B,N,4] xyxy in network-input pixels, scores [B,N,C]; labels are score columns,
+i.e. torchvision's label ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.retinanet import RetinaNet
+from torchvision.models.detection.ssd import SSD
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import boxes as box_ops
+
+from edgevision.errors import ExportError
+from edgevision.ops.nms import NMSParams
+
+SUPPORTED = "SSD (ssd300_vgg16, ssdlite320_mobilenet_v3_large), RetinaNet (retinanet_resnet50_fpn[_v2]), FCOS (fcos_resnet50_fpn)"
+
+
+def family_of(model: nn.Module) -> str:
+    for cls, name in ((SSD, "ssd"), (RetinaNet, "retinanet"), (FCOS, "fcos")):
+        if isinstance(model, cls):
+            return name
+    raise ExportError(f"detector {type(model).__name__} is not supported; supported families: {SUPPORTED}")
+
+
+def _features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    feats = model.backbone(x)
+    return [feats] if isinstance(feats, torch.Tensor) else list(feats.values())
+
+
+class OneStageAdapter(nn.Module):
+    """images [B,3,H,W] (normalised, network size) -> boxes [B,N,4], scores [B,N,C]."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.family = family_of(model)
+        self.model = model.eval()
+        self.size = (int(size[0]), int(size[1]))
+        with torch.no_grad():
+            dummy = torch.zeros(1, 3, *self.size)
+            feats = _features(model, dummy)
+            anchors = model.anchor_generator(ImageList(dummy, [self.size]), feats)[0]
+        self.register_buffer("anchors", anchors, persistent=False)
+        per_cell = anchors.shape[0] // sum(f.shape[-2] * f.shape[-1] for f in feats)
+        self.level_sizes = [int(f.shape[-2] * f.shape[-1] * per_cell) for f in feats]
+        self.topk = int(model.topk_candidates)
+
+    def nms_params(self, **overrides: Any) -> NMSParams:
+        """The model's own thresholds (score_thresh, nms_thresh, detections_per_img)."""
+        base = dict(score_threshold=float(self.model.score_thresh), iou_threshold=float(self.model.nms_thresh),
+                    max_detections=int(self.model.detections_per_img), pre_nms_top_k=int(self.anchors.shape[0]))
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return NMSParams(**base)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        head = self.model.head(_features(self.model, images))
+        reg = head["bbox_regression"]
+        b, n = reg.shape[0], reg.shape[1]
+        anchors = self.anchors.unsqueeze(0).expand(b, n, 4)
+        coder = self.model.box_coder
+        if self.family == "fcos":
+            boxes = coder.decode(reg, anchors)
+            scores = torch.sqrt(torch.sigmoid(head["cls_logits"]) * torch.sigmoid(head["bbox_ctrness"]))
+        else:
+            boxes = coder.decode_single(reg.reshape(-1, 4), anchors.reshape(-1, 4)).reshape(b, n, 4)
+            scores = torch.softmax(head["cls_logits"], dim=-1) if self.family == "ssd" else torch.sigmoid(head["cls_logits"])
+        boxes = box_ops.clip_boxes_to_image(boxes, self.size)
+        if self.family == "ssd":
+            keep_bg = torch.ones(scores.shape[-1], dtype=scores.dtype)
+            keep_bg[0] = 0  # class 0 is background in torchvision's SSD
+            scores = _per_class_top_k(scores * keep_bg, self.topk)
+        else:
+            scores = torch.cat([_pair_top_k(s, self.topk) for s in scores.split(self.level_sizes, dim=1)], dim=1)
+        return boxes, scores
+
+
+def _per_class_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero every score below its class's k-th best over the boxes: [B,N,C]."""
+    k = min(k, scores.shape[1])
+    kth = scores.topk(k, dim=1).values[:, -1:, :]
+    return torch.where(scores >= kth, scores, torch.zeros_like(scores))
+
+
+def _pair_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero every score below the k-th best (box, class) pair of this level: [B,N_l,C]."""
+    flat = scores.flatten(1)
+    k = min(k, flat.shape[1])
+    kth = flat.topk(k, dim=1).values[:, -1:].unsqueeze(-1)
+    return torch.where(scores >= kth, scores, torch.zeros_like(scores))
+
+
+def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+    """torchvision's own post-processing on the same tensors (the parity oracle)."""
+    size = tuple(images.shape[-2:])
+    feats = _features(model, images)
+    head = model.head(feats)
+    anchors = model.anchor_generator(ImageList(images, [size] * images.shape[0]), feats)
+    if isinstance(model, SSD):
+        return model.postprocess_detections(head, anchors, [size] * images.shape[0])
+    hw = [f.shape[-2] * f.shape[-1] for f in feats]
+    per_cell = head["cls_logits"].shape[1] // sum(hw)
+    split = [h * per_cell for h in hw]
+    head_split = {k: list(v.split(split, dim=1)) for k, v in head.items()}
+    anchors_split = [list(a.split(split)) for a in anchors]
+    return model.postprocess_detections(head_split, anchors_split, [size] * images.shape[0])
+
+
+def detection_adapter(model: nn.Module, size: tuple[int, int]) -> nn.Module:
+    """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's."""
+    own = getattr(model, "export_adapter", None)
+    if callable(own):
+        return own(size)
+    return OneStageAdapter(model, size)

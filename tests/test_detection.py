@@ -1,0 +1,145 @@
+"""One-stage detectors: our decode + canonical NMS vs torchvision's postprocess_detections, and
+the compiled detection artifact end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+import edgevision
+from edgevision.data import ShapesDataset
+from edgevision.errors import ExportError
+from edgevision.export.detection import OneStageAdapter, torchvision_reference
+from edgevision.ops.nms import nms_reference
+from edgevision.verify.parity import compare_detections
+
+FAMILIES = [
+    ("ssdlite320_mobilenet_v3_large", 320),
+    ("ssd300_vgg16", 300),
+    ("retinanet_resnet50_fpn", 256),
+    ("retinanet_resnet50_fpn_v2", 256),
+    ("fcos_resnet50_fpn", 256),
+]
+
+
+def realistic_bn(model: torch.nn.Module, size: int) -> None:
+    """Re-estimate BatchNorm statistics so random-weight features do not collapse into ties, and
+    spread the head's near-constant initial scores (RetinaNet's prior) so ties stay rare."""
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            feats = model.backbone(torch.randn(2, 3, size, size))
+            model.head([feats] if isinstance(feats, torch.Tensor) else list(feats.values()))
+    model.eval()
+
+
+def assert_same_detections(ours: dict, ref: list, b: int) -> int:
+    """Order-free: same count, and every torchvision detection has ours with its label, score, box."""
+    n = int(ours["num_dets"][b, 0])
+    r = {k: v.numpy() for k, v in ref[b].items()}
+    assert n == len(r["boxes"]), (n, len(r["boxes"]))
+    if n == 0:
+        return 0
+    # nearest box among ours with the same label and score (degenerate clipped boxes have IoU 0)
+    dist = np.abs(r["boxes"][:, None, :] - ours["boxes"][b, :n][None]).max(axis=2)
+    same = (r["labels"][:, None] == ours["labels"][b, :n][None]) & (np.abs(r["scores"][:, None] - ours["scores"][b, :n][None]) < 1e-5)
+    best = np.where(same, dist, np.inf).argmin(1)
+    np.testing.assert_allclose(ours["boxes"][b, :n][best], r["boxes"], atol=1e-3)
+    assert (same[np.arange(n), best]).all()
+    return n
+
+
+@pytest.mark.parametrize("name,size", FAMILIES)
+def test_decode_and_nms_equal_torchvision_postprocess(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=5)
+    realistic_bn(model, size)
+    adapter = OneStageAdapter(model, (size, size))
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        boxes, scores = (t.numpy() for t in adapter(x))
+    candidates = np.sort(scores[scores > 0])[::-1]
+    total = 0
+    for rank in (20, 200, 2000):  # score thresholds that leave ~rank candidates: few to many detections
+        for iou in (0.3, 0.6):
+            model.score_thresh = float(candidates[min(rank, len(candidates) - 1)])
+            model.nms_thresh = iou
+            with torch.no_grad():
+                ref = torchvision_reference(model, x)
+            ours = nms_reference(boxes, scores, adapter.nms_params())
+            total += sum(assert_same_detections(ours, ref, b) for b in range(2))
+    assert total > 0
+
+
+def test_unsupported_detector_lists_supported() -> None:
+    model = torchvision.models.get_model("fasterrcnn_mobilenet_v3_large_320_fpn", weights=None, weights_backbone=None, num_classes=3)
+    with pytest.raises(ExportError, match="not supported; supported families: SSD"):
+        OneStageAdapter(model, (320, 320))
+
+
+SSD_EXTRA = {"export": {"nms": {"score_threshold": 0.3}}}
+
+
+def test_ssdlite_artifact_parity_and_runtime(compiled) -> None:  # noqa: ANN001
+    manifest, root = compiled("ssdlite", "detection", "ssdlite320_mobilenet_v3_large", 160, **SSD_EXTRA)
+    assert manifest["outputs"] == ["num_dets", "boxes", "scores", "labels"]
+    assert manifest["nms"]["score_threshold"] == 0.3 and manifest["nms"]["iou_threshold"] == 0.55  # model's own
+    for v in manifest["variants"]:
+        p = v["parity"]
+        assert v["status"] == "passed" and p["detections"] > 100
+        assert p["matched"] == 1.0 and p["matched_candidate"] == 1.0 and p["max_score_diff"] < 1e-4
+    assert "map" in manifest["baseline"]["accuracy"]
+    ops = manifest["export"]["ops"]
+    assert ops["NonMaxSuppression"] == 1 and ops["TopK"] >= 1 and "Loop" not in ops
+    image = ShapesDataset(1, seed=5, size=(120, 200))[0].image  # not the network size
+    results = {}
+    for name in ("onnxruntime-fp32", "openvino-fp32"):
+        with edgevision.load(root / name) as model:
+            dets = model.predict(image)
+            assert isinstance(dets, edgevision.Detections) and len(dets) > 0
+            assert dets.boxes[:, 0::2].max() <= 200 and dets.boxes[:, 1::2].max() <= 120
+            assert (np.diff(dets.scores) <= 1e-6).all() and set(dets.names) <= {"circle", "square", "triangle"}
+            results[name] = dets
+            two = model.predict([image, image])
+            np.testing.assert_allclose(two[1].boxes, dets.boxes, atol=1e-3)
+    a, b = results.values()
+    as_batch = [{"num_dets": np.array([[len(d)]]), "boxes": d.boxes[None], "scores": d.scores[None],
+                 "labels": d.class_ids[None]} for d in (a, b)]
+    same = compare_detections(as_batch[:1], as_batch[1:])  # order-free: near-equal scores may swap
+    assert same["matched"] == 1.0 and same["matched_candidate"] == 1.0
+    top = a.filter(min_score=float(a.scores[2]))
+    assert len(top) >= 3 and len(a.filter(classes=["circle"])) == int((a.class_ids == 1).sum())
+    coco = a[:2].to_coco(7, {"circle": 1, "square": 2, "triangle": 3})
+    assert len(coco) == 2 and coco[0]["image_id"] == 7 and len(coco[0]["bbox"]) == 4
+
+
+def test_no_detections_is_an_empty_result(compiled, tmp_path) -> None:  # noqa: ANN001
+    _, root = compiled("ssdlite_strict", "detection", "ssdlite320_mobilenet_v3_large", 160,
+                       export={"nms": {"score_threshold": 0.999}}, targets=[{"backend": "onnxruntime", "precision": "fp32"}])
+    with edgevision.load(root / "onnxruntime-fp32") as model:
+        dets = model.predict(np.zeros((50, 60, 3), np.uint8))
+    assert len(dets) == 0 and dets.boxes.shape == (0, 4) and dets.to_dict() == {"detections": []}
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"score_threshold": 1.5}, "export.nms.score_threshold"),
+    ({"max_detections": 0}, "export.nms.max_detections"),
+    ({"iou_threshold": 0}, "export.nms.iou_threshold"),
+])
+def test_bad_nms_settings_are_recipe_errors(bad: dict, message: str, tmp_path) -> None:  # noqa: ANN001
+    from edgevision.errors import RecipeError
+    from edgevision.recipe import parse_recipe
+
+    from conftest import recipe_dict
+
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe(recipe_dict("x", "detection", "ssdlite320_mobilenet_v3_large", 160, tmp_path, export={"nms": bad}))
