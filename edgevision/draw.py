@@ -8,7 +8,7 @@ from typing import Union
 import numpy as np
 
 from edgevision.runtime.images import to_rgb
-from edgevision.runtime.results import Classification, Segmentation
+from edgevision.runtime.results import Classification, Detections, Segmentation
 
 _PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
                      [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128]],
@@ -21,7 +21,7 @@ def palette(n: int) -> np.ndarray:
     return np.tile(_PALETTE, (reps, 1))[:n]
 
 
-def overlay(image: np.ndarray, result: Union[Classification, Segmentation], alpha: float = 0.5) -> np.ndarray:
+def overlay(image: np.ndarray, result: Union[Classification, Segmentation, Detections], alpha: float = 0.5) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     if isinstance(result, Segmentation):
@@ -30,7 +30,13 @@ def overlay(image: np.ndarray, result: Union[Classification, Segmentation], alph
         image = np.where(fg, (image * (1 - alpha) + colours * alpha).astype(np.uint8), image)
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
-    if isinstance(result, Classification):
+    if isinstance(result, Detections):
+        colours = palette(max(len(result.labels), int(result.class_ids.max(initial=0)) + 1) + 1)
+        for box, score, cid, name in zip(result.boxes, result.scores, result.class_ids, result.names):
+            colour = tuple(int(v) for v in colours[int(cid) + 1])
+            draw.rectangle([float(v) for v in box], outline=colour, width=2)
+            draw.text((float(box[0]) + 2, max(float(box[1]) - 12, 0)), f"{name} {score:.2f}", fill=colour)
+    elif isinstance(result, Classification):
         text = ", ".join(f"{n} {s:.2f}" for n, s in zip(result.names[:3], result.scores[:3]))
         draw.rectangle([0, 0, canvas.width, 14], fill=(0, 0, 0))
         draw.text((3, 2), text, fill=(255, 255, 255))
@@ -42,7 +48,7 @@ def overlay(image: np.ndarray, result: Union[Classification, Segmentation], alph
     return np.asarray(canvas)
 
 
-def save_overlay(path: Path, result: Union[Classification, Segmentation], folder: Path) -> Path:
+def save_overlay(path: Path, result: Union[Classification, Segmentation, Detections], folder: Path) -> Path:
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -143,3 +143,22 @@ def test_bad_nms_settings_are_recipe_errors(bad: dict, message: str, tmp_path) -
 
     with pytest.raises(RecipeError, match=message):
         parse_recipe(recipe_dict("x", "detection", "ssdlite320_mobilenet_v3_large", 160, tmp_path, export={"nms": bad}))
+
+
+def test_predict_cli_draws_boxes(compiled, tmp_path) -> None:  # noqa: ANN001
+    import json
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    _, root = compiled("ssdlite", "detection", "ssdlite320_mobilenet_v3_large", 160, **SSD_EXTRA)
+    image = ShapesDataset(1, seed=5, size=(120, 200))[0].image
+    Image.fromarray(image).save(tmp_path / "a.png")
+    proc = subprocess.run([sys.executable, "-m", "edgevision", "predict", str(root / "openvino-fp32"), str(tmp_path / "a.png"),
+                           "--json", "--save", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    dets = json.loads(proc.stdout.splitlines()[0])["detections"]
+    assert dets and {"label", "score", "box", "class_id"} <= set(dets[0])
+    drawn = np.asarray(Image.open(tmp_path / "out" / "a.overlay.png"))
+    assert drawn.shape == image.shape and (drawn != image).any()

@@ -1,7 +1,7 @@
 """Resolve a recipe's model source to a torch.nn.Module, and load its checkpoint.
 
 Sources, in lookup order:
-  1. edgevision's own models by name (unet, segnet);
+  1. edgevision's own models by name (unet, segnet, yolo);
   2. torchvision builders by name, always with weights=None (no downloads);
   3. 'package.module:factory' for the user's own code.
 """
@@ -23,6 +23,7 @@ from edgevision.recipe import ModelSpec
 _OWN: dict[str, str] = {
     "unet": "edgevision.models.unet:unet",
     "segnet": "edgevision.models.segnet:segnet",
+    "yolo": "edgevision.models.yolo:yolo",
 }
 
 

@@ -29,9 +29,18 @@ from edgevision.runtime.preprocess import InputSpec, plan, preprocess, resize_ne
 IGNORE = 255  # letterbox padding in segmentation targets
 
 
-def _targets(recipe: Recipe, dataset: Dataset, indices: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+def _targets(recipe: Recipe, dataset: Dataset, indices: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Any]:
     samples = [dataset[int(i)] for i in indices]
     images, transforms = preprocess([s.image for s in samples], spec)
+    if recipe.task == "detection":  # boxes in network-input pixels
+        targets = []
+        for s, t in zip(samples, transforms):
+            boxes = np.asarray([i.box for i in s.instances], dtype=np.float32).reshape(-1, 4)
+            boxes[:, 0::2] = boxes[:, 0::2] * t.scale_x + t.pad_x
+            boxes[:, 1::2] = boxes[:, 1::2] * t.scale_y + t.pad_y
+            targets.append({"boxes": torch.from_numpy(boxes),
+                            "labels": torch.as_tensor([_label_index(dataset, recipe, i.label) for i in s.instances], dtype=torch.long)})
+        return images, targets
     if recipe.task == "classification":
         labels = [s.label for s in samples]
         if any(lab is None for lab in labels):
@@ -45,6 +54,30 @@ def _targets(recipe: Recipe, dataset: Dataset, indices: np.ndarray, spec: InputS
         x0, y0, x1, y1 = t.content
         target[k, y0:y1, x0:x1] = resize_nearest(s.semantic, y1 - y0, x1 - x0)
     return images, target
+
+
+def _label_index(dataset: Dataset, recipe: Recipe, category: int) -> int:
+    """Dataset category -> model label index, by name."""
+    name = dataset.categories[category]
+    labels = list(recipe.model.labels or [])
+    if name not in labels:
+        raise DataError(f"{dataset.name}: category '{name}' is not in model.labels {labels}")
+    return labels.index(name)
+
+
+def _flip(x: torch.Tensor, y: Any, task: str, layout: str, width: int) -> tuple[torch.Tensor, Any]:
+    """Horizontal flip of a batch and its targets."""
+    x = x.flip(-1 if layout == "nchw" else -2)
+    if task == "segmentation":
+        return x, y.flip(-1)
+    if task == "detection":
+        flipped = []
+        for t in y:
+            b = t["boxes"].clone()
+            b[:, [0, 2]] = width - t["boxes"][:, [2, 0]]
+            flipped.append({"boxes": b, "labels": t["labels"]})
+        return x, flipped
+    return x, y
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -81,7 +114,7 @@ def train(
         raise RecipeError("train: this recipe has no 'train' section (and data.train source)")
     if recipe.model.checkpoint is None:
         raise RecipeError("model.checkpoint: name the file the training writes, e.g. build/checkpoints/model.pt")
-    if recipe.task not in ("classification", "segmentation"):
+    if recipe.task not in ("classification", "segmentation", "detection"):
         raise RecipeError(f"task '{recipe.task}': training is not supported yet")
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
@@ -89,9 +122,11 @@ def train(
     rng = np.random.default_rng(cfg.seed)
     spec = InputSpec.from_dict(recipe.input.model_dump())
     dataset = open_dataset(recipe.data.train, recipe.input.size)
-    if recipe.data.train.source == "shapes":
+    if recipe.data.train.source == "shapes":  # rendered once, not once per epoch
         dataset = _Cached(dataset)
     model = build_model(recipe.model, load_checkpoint=False)
+    if recipe.task == "detection" and not hasattr(model, "loss"):
+        raise RecipeError(f"model.source '{recipe.model.source}': detection training supports edgevision's yolo for now")
     net = ExportWrapper(model, recipe.task, recipe.input.layout)
     steps_per_epoch = max(1, len(dataset) // cfg.batch)
     total = cfg.epochs * steps_per_epoch
@@ -105,11 +140,15 @@ def train(
         order = rng.permutation(len(dataset))
         for b in range(steps_per_epoch):
             images, target = _targets(recipe, dataset, order[b * cfg.batch : (b + 1) * cfg.batch], spec)
-            x, y = torch.from_numpy(images), torch.from_numpy(target)
-            if recipe.task == "segmentation" and rng.random() < 0.5:  # flip image and mask together
-                x, y = x.flip(-1 if recipe.input.layout == "nchw" else -2), y.flip(-1)
-            logits = net(x)
-            loss = ce(logits, y) + (dice_loss(logits, y) if recipe.task == "segmentation" else 0)
+            x = torch.from_numpy(images)
+            y = target if recipe.task == "detection" else torch.from_numpy(target)
+            if recipe.task != "classification" and rng.random() < 0.5:  # flip images and targets together
+                x, y = _flip(x, y, recipe.task, recipe.input.layout, recipe.input.size[1])
+            out = net(x)
+            if recipe.task == "detection":
+                loss = model.loss(out, y, recipe.input.size)
+            else:
+                loss = ce(out, y) + (dice_loss(out, y) if recipe.task == "segmentation" else 0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
