@@ -138,7 +138,7 @@ def bench(name: str, mean: tuple, std: tuple, root: Path) -> dict:
         feed = preprocess([image], predictor.input)[0]
         outputs = predictor.runner.infer({"images": feed})
         part = tensor_part[backend]
-        run_part = (lambda f=feed: part.run(None, {"images": f})) if backend == "onnxruntime" else \
+        run_part = (lambda f=feed, s=part: s.run(None, {"images": f})) if backend == "onnxruntime" else \
             (lambda f=feed, r=part.create_infer_request(): r.infer({"images": f}))
         timed = interleaved({
             "pre": lambda p=predictor: preprocess([image], p.input),

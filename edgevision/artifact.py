@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
 from edgevision.errors import ArtifactError
 
@@ -132,8 +132,3 @@ def recover(dest: Path) -> None:
     if olds:
         os.rename(olds[-1], dest)
 
-
-def variant_dirs(root: Path) -> Iterator[Path]:
-    for p in sorted(root.iterdir()):
-        if (p / VARIANT).is_file():
-            yield p

@@ -116,6 +116,8 @@ class TargetSpec(_Strict):
     @model_validator(mode="after")
     def _supported(self) -> "TargetSpec":
         allowed = BACKEND_PRECISIONS[self.backend]
+        if not allowed:
+            raise ValueError(f"backend '{self.backend}' cannot be built by this version yet (onnxruntime, openvino)")
         if self.precision not in allowed:
             raise ValueError(
                 f"backend '{self.backend}' does not build precision '{self.precision}' yet "

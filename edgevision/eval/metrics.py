@@ -31,7 +31,7 @@ def iou_from_confusion(cm: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate(
-    predictor: Predictor, dataset: Dataset, limit: Optional[int] = None, progress: Optional[Callable[[], None]] = None
+    predictor: Predictor, dataset: Dataset, progress: Optional[Callable[[], None]] = None
 ) -> dict[str, Any]:
     """mIoU for segmentation, top-1/top-5 for classification, COCO mAP for detection;
     `progress` is called per image."""
@@ -39,7 +39,7 @@ def evaluate(
         from edgevision.eval.coco import coco_map
 
         return coco_map(predictor, dataset, progress)
-    n = len(dataset) if limit is None else min(limit, len(dataset))
+    n = len(dataset)
     if predictor.task == "segmentation":
         k = len(predictor.labels)
         cm = np.zeros((k, k), dtype=np.int64)

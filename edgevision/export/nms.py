@@ -4,7 +4,8 @@
   in ONNX Runtime and OpenVINO, and TensorRT >= 10 (the parser maps NonMaxSuppression to
   INMSLayer). All shapes are static except inside the mask step, so batch > 1 works.
 - "efficient_nms": the same pre-filter, then one `EfficientNMS_TRT` plugin node (TensorRT
-  8.6-11.x). `lower_efficient_nms` turns it back into the "onnx" form so the TensorRT-bound
+  8.6-11.x). The plugin NMSes at most 4096 (box, class) candidates above the score threshold;
+  beyond that its result can differ from the "onnx" form. `lower_efficient_nms` turns it back into the "onnx" form so the TensorRT-bound
   graph can be executed and verified on CPU.
 
 Both take graph outputs boxes [B,N,4] and scores [B,N,C] and produce num_dets [B,1] int32,
@@ -25,7 +26,6 @@ from edgevision.ops.nms import NMSParams
 OUTPUTS = ("num_dets", "boxes", "scores", "labels")
 TRT_DOMAIN = "TRT"
 EFFICIENT_NMS = "EfficientNMS_TRT"
-EFFICIENT_NMS_MAX_CANDIDATES = 4096  # the plugin sorts and NMSes at most this many (box, class) pairs
 
 
 class _Builder:

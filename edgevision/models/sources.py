@@ -12,7 +12,7 @@ import difflib
 import importlib
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -141,6 +141,3 @@ def load_state(model: nn.Module, path: Path) -> None:
         )
     model.load_state_dict(state)
 
-
-def describe(model: nn.Module) -> dict[str, Optional[int]]:
-    return {"parameters": sum(p.numel() for p in model.parameters())}

@@ -24,7 +24,7 @@ from edgevision.errors import DataError, RecipeError
 from edgevision.export.onnx_export import ExportWrapper
 from edgevision.models.sources import build_model
 from edgevision.recipe import Recipe
-from edgevision.runtime.preprocess import InputSpec, plan, preprocess, resize_nearest
+from edgevision.runtime.preprocess import InputSpec, preprocess, resize_nearest
 
 IGNORE = 255  # letterbox padding in segmentation targets
 
