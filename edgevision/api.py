@@ -11,6 +11,7 @@ import importlib
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -30,7 +31,8 @@ from edgevision.recipe import Recipe, TargetSpec, load_recipe
 from edgevision.runtime.predictor import Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
 
-_BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino"}
+_BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",
+                    "tensorrt": "edgevision.backends.tensorrt"}
 _BACKEND_EXTRAS = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino")}
 
 
@@ -80,6 +82,9 @@ def _check_backends(recipe: Recipe) -> None:
     for i, t in enumerate(recipe.targets):
         if t.backend not in _BACKEND_MODULES:
             raise RecipeError(f"targets[{i}].backend: '{t.backend}' cannot be built by this version")
+        if t.backend == "tensorrt":  # verified on CPU without TensorRT; the engine is built where it runs
+            require("onnxruntime", "onnxruntime", "onnxruntime")
+            continue
         package, extra = _BACKEND_EXTRAS[t.backend]
         require(package, t.backend, extra)
 
@@ -121,9 +126,11 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     val = open_dataset(recipe.data.val, recipe.input.size) if recipe.data.val else None
     if val is not None:
         _check_label_space(recipe, val, labels)
-    with Staging(recipe.output_dir) as stage:
+    with Staging(recipe.output_dir) as stage, tempfile.TemporaryDirectory() as scratch:
         reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
-        export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels, nms)
+        pre_nms = Path(scratch) / "pre_nms.onnx" if nms is not None else None
+        export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels, nms, pre_nms)
+        context = {"pre_nms": pre_nms, "nms": nms}
         reporter.info(f"exported: {export_info['nodes']} nodes ({export_info['nodes_exported']} before cleanup) in {export_info['seconds']} s")
         info = _model_info(recipe, labels, INPUT_NAME, wrapper.contract_names)
         if nms is not None:
@@ -132,7 +139,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
         reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
         ref_outputs = [reference.infer(f) for f in feeds]
-        variants = [_build_variant(t, stage.path, info, recipe, feeds, ref_outputs, reporter, threads) for t in recipe.targets]
+        variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context) for t in recipe.targets]
         baseline = _measure(recipe, info, reference, variants, stage.path, val, reporter, threads)
         manifest = _manifest(recipe, info, export_info, variants, baseline)
         for v in variants:
@@ -194,8 +201,8 @@ def _verification_feeds(recipe: Recipe, val: Any) -> list[dict[str, np.ndarray]]
     return [{INPUT_NAME: preprocess(images[i : i + batch], spec)[0]} for i in range(0, len(images), batch)]
 
 
-def _build_variant(target: TargetSpec, root: Path, info: dict[str, Any], recipe: Recipe, feeds: list, ref_outputs: list,
-                   reporter: Reporter, threads: int) -> dict[str, Any]:
+def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, ref_outputs: list,
+                   reporter: Reporter, threads: int, context: dict[str, Any]) -> dict[str, Any]:
     from edgevision.verify.parity import compare, judge
 
     name = target.variant
@@ -207,7 +214,8 @@ def _build_variant(target: TargetSpec, root: Path, info: dict[str, Any], recipe:
     start = time.perf_counter()
     try:
         backend = importlib.import_module(_BACKEND_MODULES[target.backend])
-        entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options)
+        extra = {"context": context} if target.backend == "tensorrt" else {}
+        entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options, **extra)
         entry["build_seconds"] = round(time.perf_counter() - start, 2)
         entry["size_mb"] = round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3)
         with _open(entry, vdir, threads) as runner:
@@ -224,8 +232,15 @@ def _build_variant(target: TargetSpec, root: Path, info: dict[str, Any], recipe:
 
 
 def _open(entry: dict[str, Any], vdir: Path, threads: int) -> Any:
+    """The variant's runner; a TensorRT variant without an engine here runs as CPU emulation."""
     settings = entry["settings"]
-    return create_runner(entry["backend"], {k: vdir / v for k, v in settings["files"].items()}, settings, threads)
+    files = {k: vdir / v for k, v in settings["files"].items()}
+    if entry["backend"] == "tensorrt" and "engine" not in settings["files"]:
+        from edgevision.backends.tensorrt import emulation_runner
+
+        entry["verified_with"] = "CPU emulation: onnxruntime, EfficientNMS_TRT lowered to standard ONNX; engine not built here"
+        return emulation_runner(files, settings, threads)
+    return create_runner(entry["backend"], files, settings, threads)
 
 
 def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, variants: list[dict[str, Any]], root: Path, val: Any,
@@ -241,7 +256,8 @@ def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, variants: lis
         if val is not None:
             with reporter.task(f"evaluating on {val.name}", len(val) * len(predictors)) as advance:
                 accuracy = {n: evaluate(p, val, progress=advance) for n, p in predictors.items()}
-        latency = _time(recipe, predictors, val, reporter, threads)
+        emulated = {v["name"] for v in ok if "verified_with" in v}  # emulation timings mean nothing
+        latency = _time(recipe, {n: p for n, p in predictors.items() if n not in emulated}, val, reporter, threads)
     finally:
         for p in predictors.values():
             p.close()
@@ -266,7 +282,7 @@ def _time(recipe: Recipe, predictors: dict[str, Predictor], val: Any, reporter: 
 
 def _variant_public(v: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "backend", "precision", "device", "settings", "files", "status", "reasons", "parity", "accuracy",
-            "execution_precision")
+            "execution_precision", "verified_with")
     return {k: v[k] for k in keys if k in v}
 
 

@@ -60,6 +60,8 @@ def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
         e2e = lat.get("e2e", {}).get("p50")
         speed = f"{base_lat / e2e:.2f}x" if (base_lat and e2e) else "-"
         status = v["status"] if v["status"] == "passed" else f"{v['status']}: {'; '.join(v.get('reasons', []))}"
+        if v["status"] == "passed" and "verified_with" in v:
+            status = "passed (CPU emulation)"
         parity_txt = _parity_text(parity)
         rows.append([v["name"], _fmt(v.get("size_mb")), parity_txt, _fmt((v.get("accuracy") or {}).get(metric), 4),
                      _fmt(lat.get("infer", {}).get("p50")), _fmt(e2e), speed, status])
@@ -92,7 +94,7 @@ def print_summary(manifest: Dict[str, Any]) -> None:
     for h in summary_header(manifest["task"]):
         table.add_column(h, overflow="fold", no_wrap=(h == "variant"))
     for row in summary_rows(manifest):
-        style = None if row[-1] in ("passed", "reference") else "red"
+        style = None if row[-1].startswith(("passed", "reference")) else "red"
         table.add_row(*row, style=style)
     console = Console()
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns

@@ -110,14 +110,20 @@ class ExportSpec(_Strict):
 class TargetSpec(_Strict):
     backend: Backend
     precision: Precision = "fp32"
-    device: str = Field("cpu", description="cpu, gpu, npu or auto (OpenVINO); cpu or cuda (ONNX Runtime).")
+    device: str = Field("cpu", description="cpu, gpu, npu or auto (OpenVINO); cpu or cuda (ONNX Runtime); "
+                        "cuda (TensorRT, the default there).")
     options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_device(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("backend") == "tensorrt" and "device" not in data:
+            return {**data, "device": "cuda"}
+        return data
 
     @model_validator(mode="after")
     def _supported(self) -> "TargetSpec":
         allowed = BACKEND_PRECISIONS[self.backend]
-        if not allowed:
-            raise ValueError(f"backend '{self.backend}' cannot be built by this version yet (onnxruntime, openvino)")
         if self.precision not in allowed:
             raise ValueError(
                 f"backend '{self.backend}' does not build precision '{self.precision}' yet "

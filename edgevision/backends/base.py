@@ -19,13 +19,14 @@ INPUT_NAME = "images"  # the network input of every exported graph
 BACKEND_PRECISIONS: Dict[str, Tuple[str, ...]] = {
     "onnxruntime": ("fp32",),
     "openvino": ("fp32", "bf16", "fp16"),
-    "tensorrt": (),
+    "tensorrt": ("fp32",),
 }
 
 # backend -> (module with a `Runner` class, python package, pip extra)
 _RUNNERS: Dict[str, Tuple[str, str, str]] = {
     "onnxruntime": ("edgevision.backends.onnxruntime", "onnxruntime", "onnxruntime"),
     "openvino": ("edgevision.backends.openvino", "openvino", "openvino"),
+    "tensorrt": ("edgevision.backends.tensorrt", "tensorrt", "tensorrt"),
 }
 
 

@@ -66,8 +66,11 @@ class ExportWrapper(nn.Module):
 
 
 def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list[str],
-                nms: NMSParams | None = None) -> dict[str, Any]:
-    """Export, clean with onnxslim, (append the NMS), check, add metadata; write `path`; return facts."""
+                nms: NMSParams | None = None, pre_nms_path: Path | None = None) -> dict[str, Any]:
+    """Export, clean with onnxslim, (append the NMS), check, add metadata; write `path`; return facts.
+
+    pre_nms_path: detection only, also write the graph before the NMS (targets that lower the
+    NMS their own way, e.g. TensorRT's EfficientNMS_TRT, start from it)."""
     h, w = recipe.input.size
     spec = recipe.export
     batch = 2 if spec.dynamic_batch else 1  # an example batch of 1 would be specialised by torch.export
@@ -81,6 +84,8 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
     if wrapper.task == "detection":
         if nms is None:
             raise ExportError("detection export needs NMS parameters")
+        if pre_nms_path is not None:
+            onnx.save_model(model, str(pre_nms_path))
         model = onnx.shape_inference.infer_shapes(append_nms(model, nms, "onnx"), strict_mode=True)
     _add_metadata(model, recipe, labels, wrapper.contract_names)
     try:
