@@ -111,6 +111,7 @@ def build_engine(onnx_path: Path, cfg: Dict[str, Any], engine_path: Path) -> Non
     """Parse the ONNX and build a serialized engine with the TensorRT 10/11 Python API."""
     trt = require("tensorrt", "tensorrt", "tensorrt")
     logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")  # EfficientNMS_TRT, ROIAlign_TRT ... for the parser
     builder = trt.Builder(logger)
     flags = 0
     if cfg.get("strongly_typed", True) and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -161,7 +162,9 @@ class Runner(RunnerBase):
         engine_path = files.get("engine") or files["model"].with_name("model.engine")
         if not engine_path.is_file():
             build_engine(files["model"], settings["build"], engine_path)
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(logger, "")  # the engine may hold plugin layers
+        runtime = trt.Runtime(logger)
         self._engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self._engine is None:
             raise BackendError(f"tensorrt could not load {engine_path} (built for another GPU or TensorRT version?)")
@@ -203,7 +206,7 @@ class Runner(RunnerBase):
             dtype = self._trt.nptype(self._engine.get_tensor_dtype(spec.name))
             outputs[spec.name] = np.empty(tuple(ctx.get_tensor_shape(spec.name)), dtype=dtype)
             ctx.set_tensor_address(spec.name, self._buffer(spec.name, max(outputs[spec.name].nbytes, 1)))
-        if not ctx.execute_async_v3(self._stream):
+        if not ctx.execute_async_v3(int(self._stream)):
             raise BackendError("tensorrt: execute_async_v3 failed")
         for name, out in outputs.items():
             ptr = self._buffers[name][0]
