@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -147,14 +148,16 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         manifest["files"] = file_entries(stage.path)
         write_json(stage.path / MANIFEST, manifest)
         failed = [v["name"] for v in variants if v["status"] != "passed"]
+        failed_dir = recipe.output_dir.with_name(recipe.output_dir.name + ".failed")
         if failed:
-            where = stage.commit(recipe.output_dir.with_name(recipe.output_dir.name + ".failed"))
+            where = stage.commit(failed_dir)
             raise VerificationFailed(
                 f"{len(failed)} variant(s) failed: {', '.join(failed)}; the artifact was written to {where} for "
                 f"inspection and {recipe.output_dir} was left as it was",
                 manifest,
             )
         stage.commit()
+    shutil.rmtree(failed_dir, ignore_errors=True)  # an earlier failure is no longer the latest word
     return manifest
 
 

@@ -121,6 +121,9 @@ def test_tolerance_failure_keeps_previous_artifact(unet_artifact, build_root: Pa
     failed = read_manifest(build_root / "strict.failed")
     assert failed["variants"][0]["status"] == "failed" and failed["variants"][0]["reasons"]
     assert (build_root / "strict" / "manifest.json").read_bytes() == before[1]
+    data["verify"]["tolerances"] = {}
+    api.compile(parse_recipe(data), reporter=Quiet())  # passing again clears the stale failure
+    assert not (build_root / "strict.failed").exists() and read_manifest(build_root / "strict")["created"]
 
 
 def test_export_failure_names_the_module(build_root: Path) -> None:
