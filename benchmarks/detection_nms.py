@@ -35,6 +35,8 @@ from edgevision import api, load
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.console import Reporter
 from edgevision.data import ShapesDataset
+from edgevision.export.detection import backbone_features
+from edgevision.models.batchnorm import reestimate_batchnorm
 from edgevision.recipe import parse_recipe
 from edgevision.runtime.preprocess import preprocess
 
@@ -67,17 +69,9 @@ def realistic(name: str) -> torch.nn.Module:
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
     # torchvision's RetinaNet transform would upsample to 800 px: run every variant at 320
     model.transform.min_size, model.transform.max_size = (SIZE,), SIZE
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
     images = [ShapesDataset(4, seed=3, size=(SIZE, SIZE))[i].image for i in range(4)]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    with torch.no_grad():
-        feats = model.backbone(model.transform(list(x))[0].tensors)
-        model.head(list(feats.values()) if isinstance(feats, dict) else [feats])
-    return model.eval()
+    return reestimate_batchnorm(model, [x], lambda b: model.head(backbone_features(model, model.transform(list(b))[0].tensors)))
 
 
 def export_whole(model: torch.nn.Module, path: Path) -> int:

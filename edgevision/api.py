@@ -140,8 +140,14 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
         reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
         ref_outputs = [reference.infer(f) for f in feeds]
-        variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context) for t in recipe.targets]
-        baseline = _measure(recipe, info, reference, variants, stage.path, val, reporter, threads)
+        runners: dict[str, Any] = {}  # one open runner per built variant, for parity, accuracy and timing
+        try:
+            variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context, runners)
+                        for t in recipe.targets]
+            baseline = _measure(recipe, info, reference, variants, runners, val, reporter, threads)
+        finally:
+            for r in runners.values():
+                r.close()
         manifest = _manifest(recipe, info, export_info, variants, baseline)
         for v in variants:
             write_json(stage.path / v["name"] / VARIANT, {**info, **_variant_public(v)})
@@ -205,7 +211,8 @@ def _verification_feeds(recipe: Recipe, val: Any) -> list[dict[str, np.ndarray]]
 
 
 def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, ref_outputs: list,
-                   reporter: Reporter, threads: int, context: dict[str, Any]) -> dict[str, Any]:
+                   reporter: Reporter, threads: int, context: dict[str, Any], runners: dict[str, Any]) -> dict[str, Any]:
+    """Build one target, open its runner (kept in `runners`) and compare it with PyTorch."""
     from edgevision.verify.parity import compare, judge
 
     name = target.variant
@@ -217,14 +224,16 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
     start = time.perf_counter()
     try:
         backend = importlib.import_module(_BACKEND_MODULES[target.backend])
-        extra = {"context": context} if target.backend == "tensorrt" else {}
-        entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options, **extra)
+        entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options, context)
         entry["build_seconds"] = round(time.perf_counter() - start, 2)
         entry["size_mb"] = round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3)
-        with _open(entry, vdir, threads) as runner:
-            entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds])
-            if hasattr(runner, "execution_precision"):
-                entry["execution_precision"] = runner.execution_precision
+        runner, note = _open(entry, vdir, threads)
+        runners[name] = runner
+        if note:
+            entry["verified_with"] = note
+        entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds])
+        if hasattr(runner, "execution_precision"):
+            entry["execution_precision"] = runner.execution_precision
     except EdgeVisionError as e:
         entry.update(status="error", reasons=[str(e)])
         return entry
@@ -234,36 +243,33 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
     return entry
 
 
-def _open(entry: dict[str, Any], vdir: Path, threads: int) -> Any:
-    """The variant's runner; a TensorRT variant without an engine here runs as CPU emulation."""
+def _open(entry: dict[str, Any], vdir: Path, threads: int) -> tuple[Any, Optional[str]]:
+    """The variant's runner, and a note when it is not the real engine: a TensorRT variant
+    without an engine here runs as CPU emulation."""
     settings = entry["settings"]
     files = {k: vdir / v for k, v in settings["files"].items()}
     if entry["backend"] == "tensorrt" and "engine" not in settings["files"]:
         from edgevision.backends.tensorrt import emulation_runner
 
-        entry["verified_with"] = "CPU emulation: onnxruntime, EfficientNMS_TRT lowered to standard ONNX; engine not built here"
-        return emulation_runner(files, settings, threads)
-    return create_runner(entry["backend"], files, settings, threads)
+        note = "CPU emulation: onnxruntime, EfficientNMS_TRT lowered to standard ONNX; engine not built here"
+        return emulation_runner(files, settings, threads), note
+    return create_runner(entry["backend"], files, settings, threads), None
 
 
-def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, variants: list[dict[str, Any]], root: Path, val: Any,
-             reporter: Reporter, threads: int) -> dict[str, Any]:
+def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, variants: list[dict[str, Any]], runners: dict[str, Any],
+             val: Any, reporter: Reporter, threads: int) -> dict[str, Any]:
     """Accuracy on the val split and interleaved latency (engine and end to end), baseline included."""
     from edgevision.eval.metrics import evaluate
 
     ok = [v for v in variants if v["status"] != "error"]
     predictors = {"pytorch": Predictor({**info, "name": "pytorch-fp32"}, reference)}
-    predictors.update({v["name"]: Predictor({**info, "name": v["name"]}, _open(v, root / v["name"], threads)) for v in ok})
-    try:
-        accuracy: dict[str, Any] = {}
-        if val is not None:
-            with reporter.task(f"evaluating on {val.name}", len(val) * len(predictors)) as advance:
-                accuracy = {n: evaluate(p, val, progress=advance) for n, p in predictors.items()}
-        emulated = {v["name"] for v in ok if "verified_with" in v}  # emulation timings mean nothing
-        latency = _time(recipe, {n: p for n, p in predictors.items() if n not in emulated}, val, reporter, threads)
-    finally:
-        for p in predictors.values():
-            p.close()
+    predictors.update({v["name"]: Predictor({**info, "name": v["name"]}, runners[v["name"]]) for v in ok})
+    accuracy: dict[str, Any] = {}
+    if val is not None:
+        with reporter.task(f"evaluating on {val.name}", len(val) * len(predictors)) as advance:
+            accuracy = {n: evaluate(p, val, progress=advance) for n, p in predictors.items()}
+    emulated = {v["name"] for v in ok if "verified_with" in v}  # emulation timings mean nothing
+    latency = _time(recipe, {n: p for n, p in predictors.items() if n not in emulated}, val, reporter, threads)
     for v in ok:
         v["accuracy"] = accuracy.get(v["name"])
         v["latency"] = latency.get(v["name"])

@@ -11,7 +11,8 @@ import torchvision
 import edgevision
 from edgevision.data import ShapesDataset
 from edgevision.errors import ExportError
-from edgevision.export.detection import OneStageAdapter, torchvision_reference
+from edgevision.export.detection import OneStageAdapter, backbone_features, torchvision_reference
+from edgevision.models.batchnorm import reestimate_batchnorm
 from edgevision.ops.nms import nms_reference
 from edgevision.verify.parity import compare_detections
 
@@ -30,16 +31,8 @@ def realistic_bn(model: torch.nn.Module, size: int) -> None:
     with torch.no_grad():
         for p in model.head.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            feats = model.backbone(torch.randn(2, 3, size, size))
-            model.head([feats] if isinstance(feats, torch.Tensor) else list(feats.values()))
-    model.eval()
+    batches = [torch.randn(2, 3, size, size) for _ in range(2)]
+    reestimate_batchnorm(model, batches, lambda x: model.head(backbone_features(model, x)))
 
 
 def assert_same_detections(ours: dict, ref: list, b: int) -> int:

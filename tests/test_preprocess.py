@@ -73,3 +73,10 @@ def test_resize_nearest_picks_pixel_centres(shape: tuple, size: tuple) -> None:
     out = resize_nearest(labels, *size)
     ref = F.interpolate(torch.from_numpy(labels)[None, None].double(), size=size, mode="nearest-exact")[0, 0].long().numpy()
     np.testing.assert_array_equal(out, ref)
+
+
+def test_to_network_inverts_to_original() -> None:
+    t = plan(480, 640, _spec(size=(320, 320), resize="letterbox"))
+    boxes = np.array([[20, 20, 40, 40], [0, 0, 640, 480]], dtype=np.float32)
+    np.testing.assert_allclose(t.to_network(boxes), [[10, 50, 20, 60], [0, 40, 320, 280]])
+    np.testing.assert_allclose(t.to_original(t.to_network(boxes)), boxes, atol=1e-4)

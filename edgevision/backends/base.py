@@ -37,6 +37,12 @@ class TensorSpec:
     dtype: str
 
 
+# Every backend module has
+#   build(onnx_path, out_dir, precision, device, options, context=None) -> runtime settings
+# where context carries what some targets need beyond model.onnx (detection: the graph before
+# the NMS, and the NMS parameters), and a `Runner` class.
+
+
 class Runner(Protocol):
     """One inference session. Use as a context manager; `infer` maps input names to arrays."""
 

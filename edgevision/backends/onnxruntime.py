@@ -18,8 +18,9 @@ _PROVIDERS = {
 }
 
 
-def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any]) -> Dict[str, Any]:
-    """Write the variant's files into out_dir; return its runtime settings."""
+def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
+          context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Write the variant's files into out_dir; return its runtime settings. `context`: unused here."""
     if device not in _PROVIDERS:
         raise BackendError(f"onnxruntime: unknown device '{device}' (known: {', '.join(_PROVIDERS)})")
     if precision != "fp32":

@@ -19,7 +19,8 @@ _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
 _OPTIONS = {"performance_hint", "num_streams"}
 
 
-def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any]) -> Dict[str, Any]:
+def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
+          context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     ov = require("openvino", "openvino", "openvino")
     if device.lower() not in _DEVICES:
         raise BackendError(f"openvino: unknown device '{device}' (known: {', '.join(_DEVICES)})")

@@ -10,15 +10,9 @@ import numpy as np
 
 from edgevision.data.types import Instance, Sample
 from edgevision.errors import DataError
+from edgevision.runtime.images import read_image  # the runtime's decoder: gray, RGBA, 16-bit -> RGB
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to HxWx3 uint8 RGB (grayscale, RGBA and 16-bit are converted)."""
-    from edgevision.runtime.images import read_image
-
-    return read_image(path)
 
 
 class CocoDataset:
@@ -52,7 +46,7 @@ class CocoDataset:
     def __getitem__(self, index: int) -> Sample:
         info = self._images[index]
         path = self.root / info["file_name"]
-        image = read_rgb(path)
+        image = read_image(path)
         h, w = image.shape[:2]
         instances = [self._instance(a, h, w) for a in self._anns.get(info["id"], []) if not a.get("iscrowd", 0)]
         semantic = np.zeros((h, w), dtype=np.uint8)
@@ -99,7 +93,7 @@ class FolderDataset:
 
     def __getitem__(self, index: int) -> Sample:
         path, label = self._items[index]
-        return Sample(image=read_rgb(path), image_id=index + 1, file_name=str(path), class_label=label)
+        return Sample(image=read_image(path), image_id=index + 1, file_name=str(path), class_label=label)
 
 
 def _images_in(folder: Path) -> list[Path]:

@@ -40,7 +40,8 @@ def family_of(model: nn.Module) -> str:
     raise ExportError(f"detector {type(model).__name__} is not supported; supported families: {SUPPORTED}")
 
 
-def _features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+def backbone_features(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The detector backbone's feature maps as a list (FPN dict values, or one tensor)."""
     feats = model.backbone(x)
     return [feats] if isinstance(feats, torch.Tensor) else list(feats.values())
 
@@ -55,7 +56,7 @@ class OneStageAdapter(nn.Module):
         self.size = (int(size[0]), int(size[1]))
         with torch.no_grad():
             dummy = torch.zeros(1, 3, *self.size)
-            feats = _features(model, dummy)
+            feats = backbone_features(model, dummy)
             anchors = model.anchor_generator(ImageList(dummy, [self.size]), feats)[0]
         self.register_buffer("anchors", anchors, persistent=False)
         per_cell = anchors.shape[0] // sum(f.shape[-2] * f.shape[-1] for f in feats)
@@ -70,7 +71,7 @@ class OneStageAdapter(nn.Module):
         return NMSParams(**base)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        head = self.model.head(_features(self.model, images))
+        head = self.model.head(backbone_features(self.model, images))
         reg = head["bbox_regression"]
         b, n = reg.shape[0], reg.shape[1]
         anchors = self.anchors.unsqueeze(0).expand(b, n, 4)
@@ -109,7 +110,7 @@ def _pair_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
 def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
     """torchvision's own post-processing on the same tensors (the parity oracle)."""
     size = tuple(images.shape[-2:])
-    feats = _features(model, images)
+    feats = backbone_features(model, images)
     head = model.head(feats)
     anchors = model.anchor_generator(ImageList(images, [size] * images.shape[0]), feats)
     if isinstance(model, SSD):

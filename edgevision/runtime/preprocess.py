@@ -48,6 +48,13 @@ class Transform:
     height: int
     content: Tuple[int, int, int, int]  # x0, y0, x1, y1 of the image inside the network input
 
+    def to_network(self, boxes: np.ndarray) -> np.ndarray:
+        """[N,4] xyxy in original pixels -> network-input pixels (the inverse of to_original)."""
+        out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+        out[:, 0::2] = out[:, 0::2] * self.scale_x + self.pad_x
+        out[:, 1::2] = out[:, 1::2] * self.scale_y + self.pad_y
+        return out
+
     def to_original(self, boxes: np.ndarray) -> np.ndarray:
         """[N,4] xyxy in network pixels -> original pixels, clipped to the image."""
         out = boxes.astype(np.float32).copy()

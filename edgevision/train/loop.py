@@ -35,9 +35,7 @@ def _targets(recipe: Recipe, dataset: Dataset, indices: np.ndarray, spec: InputS
     if recipe.task == "detection":  # boxes in network-input pixels
         targets = []
         for s, t in zip(samples, transforms):
-            boxes = np.asarray([i.box for i in s.instances], dtype=np.float32).reshape(-1, 4)
-            boxes[:, 0::2] = boxes[:, 0::2] * t.scale_x + t.pad_x
-            boxes[:, 1::2] = boxes[:, 1::2] * t.scale_y + t.pad_y
+            boxes = t.to_network(np.asarray([i.box for i in s.instances], dtype=np.float32))
             targets.append({"boxes": torch.from_numpy(boxes),
                             "labels": torch.as_tensor([_label_index(dataset, recipe, i.label) for i in s.instances], dtype=torch.long)})
         return images, targets

@@ -50,7 +50,8 @@ def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[d
     """Greedy order-free matching (same label, IoU > 0.99), best reference scores first."""
     matched = n_ref = n_cand = 0
     score_diff = box_diff = 0.0
-    for (rb, rs, rl), (cb, cs, cl) in zip(_per_image(reference), _per_image(candidate)):
+    ref_images = _per_image(reference)
+    for (rb, rs, rl), (cb, cs, cl) in zip(ref_images, _per_image(candidate)):
         n_ref, n_cand = n_ref + len(rb), n_cand + len(cb)
         if not len(rb) or not len(cb):
             continue
@@ -67,7 +68,7 @@ def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[d
                 score_diff = max(score_diff, float(abs(rs[i] - cs[j])))
                 box_diff = max(box_diff, float(np.abs(rb[i] - cb[j]).max()))
     return {
-        "images": len(_per_image(reference)), "detections": n_ref, "candidate_detections": n_cand,
+        "images": len(ref_images), "detections": n_ref, "candidate_detections": n_cand,
         "matched": matched / n_ref if n_ref else 1.0, "matched_candidate": matched / n_cand if n_cand else 1.0,
         "max_score_diff": score_diff, "max_box_diff": box_diff,
     }
