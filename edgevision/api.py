@@ -23,7 +23,7 @@ from edgevision import __version__
 from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, Staging, file_entries, sha256_file, write_json
 from edgevision.backends.base import INPUT_NAME, create_runner, require
 from edgevision.bench.latency import interleaved, summarize
-from edgevision.console import Reporter
+from edgevision.console import METRIC, METRIC_TITLE, Reporter
 from edgevision.data import open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
@@ -140,11 +140,13 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
         reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
         ref_outputs = [reference.infer(f) for f in feeds]
+        baseline_accuracy = _evaluate(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
+        context.update(_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
         runners: dict[str, Any] = {}  # one open runner per built variant, for parity, accuracy and timing
         try:
             variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context, runners)
                         for t in recipe.targets]
-            baseline = _measure(recipe, info, reference, variants, runners, val, reporter, threads)
+            baseline = _measure(recipe, info, reference, baseline_accuracy, variants, runners, val, reporter, threads)
         finally:
             for r in runners.values():
                 r.close()
@@ -231,13 +233,14 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
         runners[name] = runner
         if note:
             entry["verified_with"] = note
-        entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds])
+        tolerance = recipe.verify.tolerance(target.precision, recipe.task)
+        entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds], tolerance.match_iou)
         if hasattr(runner, "execution_precision"):
             entry["execution_precision"] = runner.execution_precision
     except EdgeVisionError as e:
         entry.update(status="error", reasons=[str(e)])
         return entry
-    reasons = judge(entry["parity"], recipe.verify.tolerance(target.precision, recipe.task))
+    reasons = judge(entry["parity"], tolerance)
     entry.update(status="passed" if not reasons else "failed", reasons=reasons)
     entry["files"] = file_entries(vdir)
     return entry
@@ -256,24 +259,71 @@ def _open(entry: dict[str, Any], vdir: Path, threads: int) -> tuple[Any, Optiona
     return create_runner(entry["backend"], files, settings, threads), None
 
 
-def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, variants: list[dict[str, Any]], runners: dict[str, Any],
-             val: Any, reporter: Reporter, threads: int) -> dict[str, Any]:
-    """Accuracy on the val split and interleaved latency (engine and end to end), baseline included."""
+def _evaluate(info: dict[str, Any], name: str, runner: Any, val: Any, reporter: Reporter) -> dict[str, Any]:
+    """The task metrics of one model on data.val, end to end through the runtime's Predictor."""
     from edgevision.eval.metrics import evaluate
 
+    with reporter.task(f"evaluating {name} on {val.name}", len(val)) as advance:
+        return evaluate(Predictor({**info, "name": name}, runner), val, progress=advance)
+
+
+def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseline: Optional[dict[str, Any]],
+                          reporter: Reporter, threads: int) -> dict[str, Any]:
+    """What int8 builds need: the calibration set (loaded once), the cache switch, and the accuracy
+    probe when calibration.accuracy_control is on."""
+    from edgevision.eval.metrics import evaluate
+    from edgevision.quantize.accuracy import AccuracyProbe
+    from edgevision.quantize.calibration import load_calibration
+
+    spec = recipe.calibration_source
+    if spec is None or not any(t.precision == "int8" for t in recipe.targets):
+        return {}
+    reporter.info(f"loading {spec.count} calibration images ({spec.source}{': ' + str(spec.path) if spec.path else ''})")
+    calib = load_calibration(spec, InputSpec.from_dict(recipe.input.model_dump()), reporter.info)
+    context: dict[str, Any] = {"calibration": calib, "cache": spec.cache, "log": reporter.info}
+    metric = METRIC[recipe.task]
+    limit = getattr(recipe.verify.max_drop, metric)
+    if spec.accuracy_control:
+        if baseline is None or limit is None:
+            raise RecipeError(f"calibration.accuracy_control: needs data.val and verify.max_drop.{metric}")
+        context["accuracy"] = AccuracyProbe(
+            metric, float(baseline[metric]), limit / 100.0, len(val),
+            lambda runner: evaluate(Predictor({**info, "name": "candidate"}, runner), val), threads)
+    return context
+
+
+def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, baseline_accuracy: Optional[dict[str, Any]],
+             variants: list[dict[str, Any]], runners: dict[str, Any], val: Any, reporter: Reporter,
+             threads: int) -> dict[str, Any]:
+    """Accuracy on the val split (and the accuracy gate), interleaved latency (engine and end to
+    end), baseline included."""
     ok = [v for v in variants if v["status"] != "error"]
     predictors = {"pytorch": Predictor({**info, "name": "pytorch-fp32"}, reference)}
     predictors.update({v["name"]: Predictor({**info, "name": v["name"]}, runners[v["name"]]) for v in ok})
-    accuracy: dict[str, Any] = {}
     if val is not None:
-        with reporter.task(f"evaluating on {val.name}", len(val) * len(predictors)) as advance:
-            accuracy = {n: evaluate(p, val, progress=advance) for n, p in predictors.items()}
+        for v in ok:
+            v["accuracy"] = _evaluate(info, v["name"], runners[v["name"]], val, reporter)
+            _gate(recipe, v, baseline_accuracy)
     emulated = {v["name"] for v in ok if "verified_with" in v}  # emulation timings mean nothing
     latency = _time(recipe, {n: p for n, p in predictors.items() if n not in emulated}, val, reporter, threads)
     for v in ok:
-        v["accuracy"] = accuracy.get(v["name"])
         v["latency"] = latency.get(v["name"])
-    return {"accuracy": accuracy.get("pytorch"), "latency": latency.get("pytorch"), "threads": threads}
+    return {"accuracy": baseline_accuracy, "latency": latency.get("pytorch"), "threads": threads}
+
+
+def _gate(recipe: Recipe, variant: dict[str, Any], baseline: Optional[dict[str, Any]]) -> None:
+    """verify.max_drop: fail a variant that loses more than the limit against PyTorch FP32."""
+    metric = METRIC[recipe.task]
+    if baseline is None or variant.get("accuracy") is None:
+        return
+    drop = round(100.0 * (baseline[metric] - variant["accuracy"][metric]), 3)
+    variant["accuracy_drop"] = drop
+    limit = getattr(recipe.verify.max_drop, metric)
+    if limit is not None and drop > limit:
+        variant["status"] = "failed"
+        variant.setdefault("reasons", []).append(
+            f"accuracy gate: {METRIC_TITLE[recipe.task]} {variant['accuracy'][metric]:.4f} is {drop:.2f} points below "
+            f"PyTorch FP32 {baseline[metric]:.4f} (verify.max_drop.{metric}: {limit})")
 
 
 def _time(recipe: Recipe, predictors: dict[str, Predictor], val: Any, reporter: Reporter, threads: int) -> dict[str, Any]:
@@ -291,7 +341,7 @@ def _time(recipe: Recipe, predictors: dict[str, Predictor], val: Any, reporter: 
 
 def _variant_public(v: dict[str, Any]) -> dict[str, Any]:
     keys = ("name", "backend", "precision", "device", "settings", "files", "status", "reasons", "parity", "accuracy",
-            "execution_precision", "verified_with")
+            "accuracy_drop", "execution_precision", "verified_with")
     return {k: v[k] for k in keys if k in v}
 
 

@@ -72,6 +72,26 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
 
                     print(f"  overlay: {save_overlay(path, result, save)}")
 
+    calibration = typer.Typer(no_args_is_help=True, help="Calibration sets for INT8 (calibration/README.md).")
+    app.add_typer(calibration, name="calibration")
+
+    @calibration.command("make")
+    def calibration_make(
+        out: Path = typer.Argument(..., help="Folder to create (then: calibration: {source: folder, path: OUT})."),
+        source: str = typer.Option(..., "--from", help="A COCO annotation .json, a folder of images (e.g. camera "
+                                   "frames, searched recursively), or 'shapes'."),
+        count: int = typer.Option(300, min=1, help="Images to sample."),
+        seed: int = typer.Option(0, help="Sampling seed (shapes: generator seed)."),
+        size: int = typer.Option(320, min=16, help="shapes: image size in pixels."),
+        images: Optional[Path] = typer.Option(None, help="COCO: image folder (default: images/ next to the json)."),
+        force: bool = typer.Option(False, help="Replace OUT if it exists."),
+    ) -> None:
+        """Sample a calibration set into a folder (images copied unchanged, plus calibration.json)."""
+        from edgevision.quantize.calibration import make_calibration_set
+
+        info = make_calibration_set(out, source, count, seed, size, images, force)
+        print(f"{out}: {info['images']} images from {info['source']} (skipped {info['skipped']} unreadable)")
+
     @app.command()
     def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> None:
         """Check every file's sha256 and print the artifact's summary."""

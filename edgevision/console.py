@@ -52,7 +52,7 @@ def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
     metric = METRIC[manifest["task"]]
     base = manifest.get("baseline", {})
     base_lat = (base.get("latency") or {}).get("e2e", {}).get("p50")
-    rows = [["pytorch-fp32 (reference)", "-", "-", _fmt((base.get("accuracy") or {}).get(metric), 4),
+    rows = [["pytorch-fp32 (reference)", "-", "-", _fmt((base.get("accuracy") or {}).get(metric), 4), "-",
              _fmt((base.get("latency") or {}).get("infer", {}).get("p50")), _fmt(base_lat), "1.00x", "reference"]]
     for v in manifest["variants"]:
         parity = v.get("parity") or {}
@@ -64,6 +64,7 @@ def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
             status = "passed (CPU emulation)"
         parity_txt = _parity_text(parity)
         rows.append([v["name"], _fmt(v.get("size_mb")), parity_txt, _fmt((v.get("accuracy") or {}).get(metric), 4),
+                     _fmt(v.get("accuracy_drop")),
                      _fmt(lat.get("infer", {}).get("p50")), _fmt(e2e), speed, status])
     return rows
 
@@ -79,11 +80,30 @@ def _parity_text(parity: Dict[str, Any]) -> str:
 
 METRIC = {"segmentation": "miou", "classification": "top1", "detection": "map"}
 METRIC_TITLE = {"segmentation": "mIoU", "classification": "top-1", "detection": "mAP"}
-SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "accuracy", "infer ms", "e2e ms", "speedup", "status"]
+SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "accuracy", "drop pts", "infer ms", "e2e ms", "speedup", "status"]
 
 
 def summary_header(task: str) -> List[str]:
     return [METRIC_TITLE[task] if h == "accuracy" else h for h in SUMMARY_HEADER]
+
+
+QUANT_HEADER = ["variant", "tool", "quantized nodes", "kept in float", "calibration", "quantize s", "cache"]
+
+
+def quantization_rows(manifest: Dict[str, Any]) -> List[List[str]]:
+    """One row per INT8/FP16 variant: what was quantized and with which calibration set."""
+    rows = []
+    for v in manifest["variants"]:
+        q = (v.get("settings") or {}).get("quantization")
+        if not q:
+            continue
+        cal = q.get("calibration") or {}
+        calib = f"{cal['images']} img, {q.get('calibration_method')}, {cal['seconds']:.1f} s" if cal else "-"
+        nodes = q.get("quantized_nodes", q.get("fp16_nodes", "-"))
+        kept = q.get("kept_float") or []
+        rows.append([v["name"], q["tool"], str(nodes), f"{len(kept)} + {q.get('float_tail_nodes', 0)} tail ops",
+                     calib, _fmt(q.get("quantize_seconds")), "hit" if q.get("calibration_cached") else "-"])
+    return rows
 
 
 def print_summary(manifest: Dict[str, Any]) -> None:
@@ -100,3 +120,11 @@ def print_summary(manifest: Dict[str, Any]) -> None:
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(table)
+    quant = quantization_rows(manifest)
+    if quant:
+        qtable = Table(title="quantization")
+        for h in QUANT_HEADER:
+            qtable.add_column(h, overflow="fold")
+        for row in quant:
+            qtable.add_row(*row)
+        console.print(qtable)

@@ -17,9 +17,9 @@ INPUT_NAME = "images"  # the network input of every exported graph
 
 # What each backend can build today; the recipe validates targets against this table.
 BACKEND_PRECISIONS: Dict[str, Tuple[str, ...]] = {
-    "onnxruntime": ("fp32",),
-    "openvino": ("fp32", "bf16", "fp16"),
-    "tensorrt": ("fp32",),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
 }
 
 # backend -> (module with a `Runner` class, python package, pip extra)

@@ -20,20 +20,30 @@ _PROVIDERS = {
 
 def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
           context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write the variant's files into out_dir; return its runtime settings. `context`: unused here."""
+    """Write the variant's files into out_dir; return its runtime settings. int8 reads
+    context["calibration"] (a CalibrationSet), and context["accuracy"] for accuracy control."""
     if device not in _PROVIDERS:
         raise BackendError(f"onnxruntime: unknown device '{device}' (known: {', '.join(_PROVIDERS)})")
-    if precision != "fp32":
-        raise BackendError(f"onnxruntime: precision '{precision}' is not built by this version (fp32)")
+    if precision not in ("fp32", "int8"):
+        raise BackendError(f"onnxruntime: precision '{precision}' is not built by this version (fp32, int8)")
     unknown = set(options) - {"graph_optimization_level"}
     if unknown:
         raise BackendError(f"onnxruntime: unknown option(s) {sorted(unknown)} (known: graph_optimization_level)")
-    shutil.copyfile(onnx_path, out_dir / "model.onnx")
-    return {
+    settings: Dict[str, Any] = {
         "files": {"model": "model.onnx"},
         "device": device,
         "graph_optimization_level": options.get("graph_optimization_level", "all"),
     }
+    if precision == "int8":
+        import onnx
+
+        from edgevision.quantize.onnx_qdq import quantize_onnx
+
+        model, settings["quantization"] = quantize_onnx(onnx.load(str(onnx_path)), "onnxruntime", context or {})
+        onnx.save_model(model, str(out_dir / "model.onnx"))
+    else:
+        shutil.copyfile(onnx_path, out_dir / "model.onnx")
+    return settings
 
 
 class Runner(RunnerBase):

@@ -14,7 +14,7 @@ import numpy as np
 from edgevision.backends.base import RunnerBase, TensorSpec, require
 from edgevision.errors import BackendError
 
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the float remainder in f32
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
 _OPTIONS = {"performance_hint", "num_streams"}
 
@@ -34,13 +34,25 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     except Exception as e:
         raise BackendError(f"openvino could not read {onnx_path.name}: {e}") from None
     _keep_onnx_output_names(model, onnx_path)
-    # FP32 and BF16 keep FP32 weights (FP16 compression changes detections, TOOLCHAINS.md).
+    quantization = None
+    if precision == "int8":
+        from edgevision.quantize.nncf_ov import quantize_openvino
+
+        context = context or {}
+        if context.get("calibration") is None:
+            raise BackendError("openvino: int8 needs calibration images (recipe 'calibration' section)")
+        model, quantization = quantize_openvino(model, context["calibration"], context.get("log", print), context.get("accuracy"))
+        quantization["calibration"] = context["calibration"].describe()
+    # FP32, BF16 and INT8 keep FP32 weights (FP16 compression changes detections, TOOLCHAINS.md).
     ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=(precision == "fp16"))
     hint = options.get("performance_hint", "LATENCY")
     config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
     if "num_streams" in options:
         config["NUM_STREAMS"] = str(options["num_streams"])
-    return {"files": {"model": "model.xml", "weights": "model.bin"}, "device": _DEVICES[device.lower()], "config": config}
+    settings = {"files": {"model": "model.xml", "weights": "model.bin"}, "device": _DEVICES[device.lower()], "config": config}
+    if quantization is not None:
+        settings["quantization"] = quantization
+    return settings
 
 
 class Runner(RunnerBase):

@@ -58,20 +58,27 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     unknown = set(options) - _OPTIONS
     if unknown:
         raise BackendError(f"tensorrt: unknown option(s) {sorted(unknown)} (known: {', '.join(sorted(_OPTIONS))})")
-    if precision != "fp32":
-        raise BackendError(f"tensorrt: precision '{precision}' is not built by this version (fp32)")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise BackendError(f"tensorrt: precision '{precision}' is not built by this version (fp32, fp16, int8)")
     if not device.startswith(("cuda", "gpu", "dla")):
         raise BackendError(f"tensorrt: device must be cuda[:N] (or dla:N), got '{device}'")
     version = installed_version()
     settings: Dict[str, Any] = {"files": {"model": "model.onnx"}, "device": device}
     context = context or {}
-    if context.get("pre_nms") is not None:
+    detection = context.get("pre_nms") is not None
+    finish: Any = None
+    if detection:
         form, reason = choose_nms_form(options.get("nms"), version)
-        model = append_nms(onnx.load(str(context["pre_nms"])), context["nms"], form)
-        onnx.save_model(model, str(out_dir / "model.onnx"))
         settings["nms_form"], settings["nms_form_reason"] = form, reason
-    else:
+        finish = lambda m: append_nms(m, context["nms"], form)  # noqa: E731
+    if precision == "fp32" and not detection:
         shutil.copyfile(onnx_path, out_dir / "model.onnx")
+    else:
+        model = onnx.load(str(context["pre_nms"] if detection else onnx_path))
+        model, conversion = _convert(model, precision, context, finish)
+        if conversion:
+            settings["quantization"] = conversion
+        onnx.save_model(finish(model) if finish else model, str(out_dir / "model.onnx"))
     settings["build"] = builder_settings(onnx.load(str(out_dir / "model.onnx"), load_external_data=False), options)
     (out_dir / "build.json").write_text(json.dumps(settings["build"], indent=2) + "\n")
     settings["files"]["build"] = "build.json"
@@ -79,6 +86,19 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
         build_engine(out_dir / "model.onnx", settings["build"], out_dir / "model.engine")
         settings["files"]["engine"] = "model.engine"
     return settings
+
+
+def _convert(model: Any, precision: str, context: Dict[str, Any], finish: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
+    """Strongly typed precision lives in the ONNX: fp16 tensors, or Q/DQ nodes for int8."""
+    from edgevision.export.nms import lower_efficient_nms
+    from edgevision.quantize.onnx_qdq import quantize_onnx, to_fp16
+
+    if precision == "fp16":
+        return to_fp16(model)
+    if precision == "int8":
+        scored = (lambda m: lower_efficient_nms(finish(m))) if finish else None
+        return quantize_onnx(model, "tensorrt", context, scored)
+    return model, None
 
 
 def builder_settings(model: Any, options: Dict[str, Any]) -> Dict[str, Any]:

@@ -9,14 +9,14 @@ import numpy as np
 from edgevision.ops.nms import box_iou
 from edgevision.recipe import Tolerance
 
-MATCH_IOU = 0.99  # a detection matches when the label is the same and IoU > 0.99 (or same corners)
 
 
-def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, Any]:
+def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+            match_iou: float = 0.99) -> dict[str, Any]:
     """Metrics over batches of outputs (same feeds): logits diff and cosine, label agreement;
     for detection, order-free matching of detections."""
     if task == "detection":
-        return compare_detections(reference, candidate)
+        return compare_detections(reference, candidate, match_iou)
     ref = np.concatenate([r["logits"] for r in reference]).astype(np.float64)
     out = np.concatenate([c["logits"] for c in candidate]).astype(np.float64)
     if ref.shape != out.shape:
@@ -46,8 +46,9 @@ def _per_image(batches: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, n
     return out
 
 
-def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Greedy order-free matching (same label, IoU > 0.99), best reference scores first."""
+def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
+                       match_iou: float = 0.99) -> dict[str, Any]:
+    """Greedy order-free matching (same label, IoU > match_iou), best reference scores first."""
     matched = n_ref = n_cand = 0
     score_diff = box_diff = 0.0
     ref_images = _per_image(reference)
@@ -56,7 +57,7 @@ def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[d
         if not len(rb) or not len(cb):
             continue
         # IoU, or the corners themselves for boxes clipped flat at the border (their IoU is 0)
-        close = (box_iou(rb, cb) > MATCH_IOU) | (np.abs(rb[:, None] - cb[None]).max(axis=2) < 1e-2)
+        close = (box_iou(rb, cb) > match_iou) | (np.abs(rb[:, None] - cb[None]).max(axis=2) < 1e-2)
         iou = box_iou(rb, cb)
         used = np.zeros(len(cb), dtype=bool)
         for i in np.argsort(-rs, kind="stable"):

@@ -1,0 +1,65 @@
+"""The accuracy gate's measuring stick during quantization: scores candidate models on data.val
+with the task metric, end to end through the runtime's Predictor (accuracy control uses it)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+
+@dataclass
+class AccuracyProbe:
+    metric: str  # "map", "miou" or "top1"
+    baseline: float  # PyTorch FP32 on data.val (fraction)
+    max_drop: float  # fraction (the recipe gives points)
+    size: int  # images in data.val
+    evaluate: Callable[[Any], dict[str, Any]]  # runner -> metrics
+    threads: Optional[int] = None
+
+    def drop(self, value: float) -> float:
+        return self.baseline - value
+
+    def score(self, runner: Any) -> float:
+        return float(self.evaluate(runner)[self.metric])
+
+    def score_onnx(self, model: Any) -> float:
+        """An ONNX ModelProto, run in ONNX Runtime on the CPU."""
+        import onnx
+
+        from edgevision.backends.onnxruntime import Runner
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "candidate.onnx"
+            onnx.save_model(model, str(path))
+            runner = Runner({"model": path}, {"device": "cpu"}, self.threads)
+        try:
+            return self.score(runner)
+        finally:
+            runner.close()
+
+    def score_openvino(self, model: Any) -> float:
+        import openvino as ov
+
+        config = {"INFERENCE_PRECISION_HINT": "f32"}
+        if self.threads:
+            config["INFERENCE_NUM_THREADS"] = str(self.threads)
+        return self.score_compiled(ov.Core().compile_model(model, "CPU", config))
+
+    def score_compiled(self, compiled: Any) -> float:
+        """An OpenVINO CompiledModel (what NNCF's validation_fn receives)."""
+        return self.score(_CompiledRunner(compiled))
+
+
+class _CompiledRunner:
+    def __init__(self, compiled: Any) -> None:
+        self._request = compiled.create_infer_request()
+        self._ports = [(p.get_any_name(), p) for p in compiled.outputs]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._request.infer(feeds)
+        return {name: np.asarray(result[port]) for name, port in self._ports}
