@@ -24,7 +24,7 @@ from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, Staging, file
 from edgevision.backends.base import INPUT_NAME, create_runner, require
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.console import METRIC, METRIC_TITLE, Reporter
-from edgevision.data import open_dataset
+from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
 from edgevision.ops.nms import NMSParams, nms_reference
@@ -288,7 +288,8 @@ def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseli
             raise RecipeError(f"calibration.accuracy_control: needs data.val and verify.max_drop.{metric}")
         context["accuracy"] = AccuracyProbe(
             metric, float(baseline[metric]), limit / 100.0, len(val),
-            lambda runner: evaluate(Predictor({**info, "name": "candidate"}, runner), val), threads)
+            lambda runner, idx: evaluate(Predictor({**info, "name": "candidate"}, runner), val if idx is None else Selection(val, idx)),
+            list(info["outputs"]), threads)
     return context
 
 

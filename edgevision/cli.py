@@ -138,13 +138,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # click usage errors and the like
-        import click
+    except Exception as e:  # usage errors (typer's vendored click) and the like
+        from typer.exceptions import Abort, TyperException
 
-        if isinstance(e, click.exceptions.ClickException):
+        if isinstance(e, TyperException) and hasattr(e, "show"):
             e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+            return int(getattr(e, "exit_code", 2))
+        if isinstance(e, Abort):
             return 1
         raise
     return 0

@@ -90,13 +90,15 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
 
 def _convert(model: Any, precision: str, context: Dict[str, Any], finish: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """Strongly typed precision lives in the ONNX: fp16 tensors, or Q/DQ nodes for int8."""
+    import onnx
+
     from edgevision.export.nms import lower_efficient_nms
     from edgevision.quantize.onnx_qdq import quantize_onnx, to_fp16
 
     if precision == "fp16":
         return to_fp16(model)
     if precision == "int8":
-        scored = (lambda m: lower_efficient_nms(finish(m))) if finish else None
+        scored = (lambda m: lower_efficient_nms(finish(onnx.ModelProto.FromString(m.SerializeToString())))) if finish else None
         return quantize_onnx(model, "tensorrt", context, scored)
     return model, None
 

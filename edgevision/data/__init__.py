@@ -11,7 +11,7 @@ from edgevision.data.types import Dataset, Instance, Sample
 if TYPE_CHECKING:
     from edgevision.recipe import DataSource
 
-__all__ = ["CocoDataset", "Dataset", "FolderDataset", "Instance", "Sample", "ShapesDataset", "open_dataset"]
+__all__ = ["CocoDataset", "Dataset", "FolderDataset", "Instance", "Sample", "Selection", "ShapesDataset", "open_dataset"]
 
 
 def open_dataset(source: "DataSource", default_size: Tuple[int, int]) -> Dataset:
@@ -21,6 +21,21 @@ def open_dataset(source: "DataSource", default_size: Tuple[int, int]) -> Dataset
     if source.source == "coco":
         return _Subset(CocoDataset(source.path, source.images), source.count)
     return _Subset(FolderDataset(source.path), source.count)
+
+
+class Selection:
+    """The items of a dataset at the given indices (e.g. a ranking subset for accuracy control)."""
+
+    def __init__(self, base: Dataset, indices: "list[int]") -> None:
+        self.base, self.indices = base, list(indices)
+        self.categories = base.categories
+        self.name = f"{base.name}[{len(self.indices)} items]"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.base[self.indices[index]]
 
 
 class _Subset:

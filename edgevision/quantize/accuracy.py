@@ -18,14 +18,15 @@ class AccuracyProbe:
     baseline: float  # PyTorch FP32 on data.val (fraction)
     max_drop: float  # fraction (the recipe gives points)
     size: int  # images in data.val
-    evaluate: Callable[[Any], dict[str, Any]]  # runner -> metrics
+    evaluate: Callable[[Any, Optional[list[int]]], dict[str, Any]]  # (runner, val indices or None=all) -> metrics
+    outputs: list[str]  # the graph's output names, in order
     threads: Optional[int] = None
 
     def drop(self, value: float) -> float:
         return self.baseline - value
 
-    def score(self, runner: Any) -> float:
-        return float(self.evaluate(runner)[self.metric])
+    def score(self, runner: Any, indices: Optional[list[int]] = None) -> float:
+        return float(self.evaluate(runner, indices)[self.metric])
 
     def score_onnx(self, model: Any) -> float:
         """An ONNX ModelProto, run in ONNX Runtime on the CPU."""
@@ -50,15 +51,16 @@ class AccuracyProbe:
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
         return self.score_compiled(ov.Core().compile_model(model, "CPU", config))
 
-    def score_compiled(self, compiled: Any) -> float:
-        """An OpenVINO CompiledModel (what NNCF's validation_fn receives)."""
-        return self.score(_CompiledRunner(compiled))
+    def score_compiled(self, compiled: Any, indices: Optional[list[int]] = None) -> float:
+        """An OpenVINO CompiledModel (what NNCF's validation_fn receives, with a subset of val indices)."""
+        return self.score(_CompiledRunner(compiled, self.outputs), indices)
 
 
 class _CompiledRunner:
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, names: list[str]) -> None:
         self._request = compiled.create_infer_request()
-        self._ports = [(p.get_any_name(), p) for p in compiled.outputs]
+        # a port can carry several names after NNCF's transformations; use the graph's own, by position
+        self._ports = list(zip(names, compiled.outputs))
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         result = self._request.infer(feeds)

@@ -32,7 +32,7 @@ def tail_nodes(model: onnx.ModelProto) -> list[str]:
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     producer = {o: n for n in model.graph.node for o in n.output}
     network: set[str] = set()
-    stack = [n for n in model.graph.node if _weighted(n, consts)]
+    stack = [n for n in model.graph.node if _weighted(n, consts, producer)]
     while stack:  # the weighted layers and all their ancestors
         node = stack.pop()
         if node.name in network:
@@ -44,8 +44,14 @@ def tail_nodes(model: onnx.ModelProto) -> list[str]:
     return [n.name for n in model.graph.node if n.name not in network and n.op_type != "Constant"]
 
 
-def _weighted(node: onnx.NodeProto, consts: set[str]) -> bool:
-    return node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in consts
+def _weighted(node: onnx.NodeProto, consts: set[str], producer: dict[str, onnx.NodeProto]) -> bool:
+    """A weighted layer: its weight is a constant, or a constant behind Q/DQ (quantized graphs)."""
+    if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+        return False
+    weight = node.input[1]
+    while weight in producer and producer[weight].op_type in ("DequantizeLinear", "QuantizeLinear"):
+        weight = producer[weight].input[0]
+    return weight in consts
 
 
 def consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

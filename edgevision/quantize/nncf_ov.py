@@ -20,6 +20,8 @@ from edgevision.quantize.calibration import CalibrationSet
 WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData", "MatMul"}
 _PASS_THROUGH = {"Convert", "Reshape", "Unsqueeze", "Transpose", "FakeQuantize", "Multiply", "Subtract"}
 _IO = {"Constant", "Parameter", "Result"}
+MAX_REVERTED = 8  # accuracy control: at most this many quantizer groups go back to float
+RANKING_SUBSET = 50  # val images used to rank the groups
 
 
 def _weighted(op: Any) -> bool:
@@ -72,10 +74,12 @@ def quantize_openvino(model: Any, calib: CalibrationSet, log: Callable[[str], No
             quantized = plain
             if accuracy is not None and accuracy.drop(accuracy.score_openvino(plain)) > accuracy.max_drop:
                 val = nncf.Dataset(list(range(accuracy.size)))
+                restorer = nncf.AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=MAX_REVERTED, ranking_subset_size=min(RANKING_SUBSET, accuracy.size))
                 quantized = nncf.quantize_with_accuracy_control(
-                    model, dataset, val, validation_fn=lambda compiled, _items: accuracy.score_compiled(compiled),
+                    model, dataset, val, validation_fn=lambda compiled, items: (accuracy.score_compiled(compiled, list(items)), None),
                     max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
-                    ignored_scope=scope)
+                    ignored_scope=scope, advanced_accuracy_restorer_parameters=restorer)
     except Exception as e:  # NNCF raises many types; name the step
         raise BackendError(f"openvino: NNCF INT8 quantization failed: {type(e).__name__}: {str(e)[:400]}") from None
     info["quantize_seconds"] = round(time.perf_counter() - start, 2)

@@ -46,7 +46,9 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
               "percentile": CalibrationMethod.Percentile}[calib.method]
     trt = profile == "tensorrt"
     options: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt, "CalibPercentile": 99.999,
-                               "QuantizeBias": not trt}  # TensorRT keeps biases in float
+                               "QuantizeBias": not trt,  # TensorRT keeps biases in float
+                               # a layer's output is quantized only where its consumer is (never into the tail)
+                               "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
     blob = model.SerializeToString()
     stats = cache_path("onnx", _sha(blob), calib.digest(), calib.method, profile, enabled=cache)
     hit = stats is not None and stats.is_file()
