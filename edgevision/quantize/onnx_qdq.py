@@ -126,11 +126,29 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
 
     model = name_nodes(onnx.ModelProto.FromString(model.SerializeToString()))
     tail = tail_nodes(model)
-    half = name_nodes(convert_float_to_float16(model, keep_io_types=True, node_block_list=tail))
+    half = name_nodes(_drop_duplicate_casts(convert_float_to_float16(model, keep_io_types=True, node_block_list=tail)))
     with redirect_stdout(io.StringIO()):
         half = onnxslim.slim(half)  # topological order and merged casts
     count = sum(1 for n in half.graph.node for v in n.output if v in _fp16_values(half))
     return half, {"tool": "onnxruntime.transformers.float16", "fp16_nodes": count, "float_tail_nodes": len(tail)}
+
+
+def _drop_duplicate_casts(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter can insert the same Cast twice (one value feeding two blocked nodes): keep one."""
+    seen: dict[str, bytes] = {}
+    keep = []
+    for node in model.graph.node:
+        key = node.SerializeToString(deterministic=True) if node.op_type == "Cast" else b""
+        if node.op_type == "Cast" and node.output[0] in seen:
+            other = onnx.NodeProto.FromString(seen[node.output[0]])
+            if other.input == node.input and other.attribute == node.attribute:
+                continue
+        for o in node.output:
+            seen[o] = key or seen.get(o, b"")
+        keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return model
 
 
 def _fp16_values(model: onnx.ModelProto) -> set[str]:
@@ -260,8 +278,9 @@ def _sha(blob: bytes) -> str:
 
 
 def tail_consumers_of_qdq(model: onnx.ModelProto) -> list[str]:
-    """Tail nodes that read a dequantized tensor (should be empty: the tail stays in float)."""
-    tail = set(tail_nodes(model))
+    """Tail nodes that read a dequantized tensor's values (should be empty: the tail stays in
+    float); Shape/Size read only the shape and do not count."""
+    tail = {n.name for n in model.graph.node if n.op_type not in ("Shape", "Size")} & set(tail_nodes(model))
     cons = consumers(model)
     dq = [o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output]
     return sorted({c.name for t in dq for c in cons[t] if c.name in tail})
