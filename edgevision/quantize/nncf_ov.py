@@ -62,15 +62,18 @@ def quantize_openvino(model: Any, calib: CalibrationSet, log: Callable[[str], No
     import nncf
 
     nncf.set_log_level(logging.ERROR)
+    preset = nncf.QuantizationPreset.MIXED
     tail = tail_ops(model)
     scope = nncf.IgnoredScope(names=tail, validate=False) if tail else None
     dataset = nncf.Dataset(calib.inputs)
     start = time.perf_counter()
-    info: dict[str, Any] = {"tool": f"nncf {nncf.__version__} post-training quantization", "calibration_method": "nncf",
+    info: dict[str, Any] = {"tool": f"nncf {nncf.__version__} post-training quantization", "calibration_method": "nncf mixed",
                             "float_tail_nodes": len(tail)}
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
-            plain = nncf.quantize(model, dataset, subset_size=len(calib), ignored_scope=scope)
+            # MIXED: symmetric weights, asymmetric activations; on the quickstart YOLO (SiLU) it loses
+            # 0.10 mAP points where the default PERFORMANCE preset loses 0.67
+            plain = nncf.quantize(model, dataset, subset_size=len(calib), ignored_scope=scope, preset=preset)
             quantized = plain
             if accuracy is not None and accuracy.drop(accuracy.score_openvino(plain)) > accuracy.max_drop:
                 val = nncf.Dataset(list(range(accuracy.size)))
@@ -78,7 +81,7 @@ def quantize_openvino(model: Any, calib: CalibrationSet, log: Callable[[str], No
                     max_num_iterations=MAX_REVERTED, ranking_subset_size=min(RANKING_SUBSET, accuracy.size))
                 quantized = nncf.quantize_with_accuracy_control(
                     model, dataset, val, validation_fn=lambda compiled, items: (accuracy.score_compiled(compiled, list(items)), None),
-                    max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib),
+                    max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), preset=preset,
                     ignored_scope=scope, advanced_accuracy_restorer_parameters=restorer)
     except Exception as e:  # NNCF raises many types; name the step
         raise BackendError(f"openvino: NNCF INT8 quantization failed: {type(e).__name__}: {str(e)[:400]}") from None
