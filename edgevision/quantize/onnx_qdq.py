@@ -65,7 +65,9 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
         onnx.save_model(model, str(src))
-        logging.getLogger().setLevel(logging.ERROR)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # onnxruntime.quantization logs every node at INFO on the root logger
         try:
             with redirect_stdout(io.StringIO()):
                 quantize_static(
@@ -76,6 +78,8 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
                     calibration_cache_path=str(stats) if stats is not None else None)
         except Exception as e:  # onnxruntime.quantization raises plain exceptions
             raise BackendError(f"{profile}: INT8 quantization (onnxruntime.quantization) failed: {e}") from None
+        finally:
+            root.setLevel(level)
         out = onnx.load(str(dst))
     out = name_nodes(out)
     return out, {
