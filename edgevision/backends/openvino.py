@@ -36,13 +36,13 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     _keep_onnx_output_names(model, onnx_path)
     quantization = None
     if precision == "int8":
+        from edgevision.quantize.calibration import require_calibration
         from edgevision.quantize.nncf_ov import quantize_openvino
 
         context = context or {}
-        if context.get("calibration") is None:
-            raise BackendError("openvino: int8 needs calibration images (recipe 'calibration' section)")
-        model, quantization = quantize_openvino(model, context["calibration"], context.get("log", print), context.get("accuracy"))
-        quantization["calibration"] = context["calibration"].describe()
+        calib = require_calibration(context, "openvino")
+        model, quantization = quantize_openvino(model, calib, context.get("log", print), context.get("accuracy"))
+        quantization["calibration"] = calib.describe()
     # FP32, BF16 and INT8 keep FP32 weights (FP16 compression changes detections, TOOLCHAINS.md).
     ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=(precision == "fp16"))
     hint = options.get("performance_hint", "LATENCY")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -35,6 +36,7 @@ class CalibrationSet:
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter(self.inputs)
 
+    @cached_property
     def digest(self) -> str:
         """sha256 of the exact tensors (so a change of images or pre-processing invalidates caches)."""
         h = hashlib.sha256()
@@ -45,7 +47,7 @@ class CalibrationSet:
 
     def describe(self) -> dict[str, Any]:
         return {"source": self.source, "images": len(self), "skipped": len(self.skipped), "method": self.method,
-                "sha256": self.digest(), "seconds": round(self.seconds, 2)}
+                "sha256": self.digest, "seconds": round(self.seconds, 2)}
 
 
 def load_calibration(spec: Any, input_spec: InputSpec, log: Callable[[str], None] = print) -> CalibrationSet:
@@ -81,6 +83,14 @@ def load_calibration(spec: Any, input_spec: InputSpec, log: Callable[[str], None
         log(f"warning: calibrating on {len(inputs)} images (< {MIN_RECOMMENDED}): activation ranges from so few "
             "images miss rare large values and INT8 accuracy can collapse; use 300 or more")
     return CalibrationSet(inputs, where, spec.method, skipped, time.perf_counter() - start)
+
+
+def require_calibration(context: dict[str, Any], backend: str) -> CalibrationSet:
+    """The calibration set an int8 build was given, or a clear error."""
+    calib = context.get("calibration")
+    if calib is None:
+        raise DataError(f"{backend}: int8 needs calibration images (recipe 'calibration' section)")
+    return calib
 
 
 def cache_path(kind: str, *parts: str, enabled: bool = True, root: Optional[Path] = None) -> Optional[Path]:

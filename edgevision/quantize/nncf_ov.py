@@ -91,7 +91,8 @@ def quantize_openvino(model: Any, calib: CalibrationSet, log: Callable[[str], No
                                   and any(v.get_node().get_type_name() == "FakeQuantize" for v in op.input_values()))
     info["fake_quantize_ops"] = len(fq)
     kept = float_layers(quantized)
-    info["kept_float"] = [k for k in kept if k not in set(float_layers(plain))] if quantized is not plain else []
+    already_float = set(float_layers(plain))
+    info["kept_float"] = [k for k in kept if k not in already_float] if quantized is not plain else []
     if quantized is not plain:
         info["accuracy_control"] = {"tool": "nncf.quantize_with_accuracy_control"}
         log(f"accuracy control kept {len(info['kept_float'])} layer(s) in float: {', '.join(info['kept_float'][:6])}")

@@ -26,7 +26,7 @@ from onnx import TensorProto, numpy_helper
 
 from edgevision.backends.base import INPUT_NAME
 from edgevision.errors import BackendError
-from edgevision.quantize.calibration import CalibrationSet, cache_path
+from edgevision.quantize.calibration import CalibrationSet, cache_path, require_calibration
 from edgevision.quantize.graph import WEIGHTED_OPS, consumers, name_nodes, tail_nodes
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -50,7 +50,7 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
                                # a layer's output is quantized only where its consumer is (never into the tail)
                                "OpTypesToExcludeOutputQuantization": list(WEIGHTED_OPS)}
     blob = model.SerializeToString()
-    stats = cache_path("onnx", _sha(blob), calib.digest(), calib.method, profile, enabled=cache)
+    stats = cache_path("onnx", _sha(blob), calib.digest, calib.method, profile, enabled=cache)
     hit = stats is not None and stats.is_file()
 
     class Reader(CalibrationDataReader):
@@ -99,9 +99,7 @@ def quantize_onnx(model: onnx.ModelProto, profile: str, context: dict[str, Any],
     """What a backend's int8 build calls: calibrate + Q/DQ, with accuracy control when the recipe
     asks for it. `finish` turns a candidate into the graph that is scored (TensorRT: NMS appended
     and lowered)."""
-    calib: Optional[CalibrationSet] = context.get("calibration")
-    if calib is None:
-        raise BackendError(f"{profile}: int8 needs calibration images (recipe 'calibration' section)")
+    calib = require_calibration(context, profile)
     cache, probe = context.get("cache", True), context.get("accuracy")
     if probe is None:
         model, info = quantize_qdq(model, calib, profile, cache=cache)
@@ -169,6 +167,7 @@ def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     tail = set(tail_nodes(model))
+    producer = {o: n for n in model.graph.node for o in n.output}
     for n in model.graph.node:
         if n.op_type not in QDQ_OPS:
             continue
@@ -192,19 +191,13 @@ def check_tensorrt_qdq(model: onnx.ModelProto) -> list[str]:
         if scale.size > 1:
             axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
             data = n.input[0]
-            weight_like = data in consts or (n.op_type == "DequantizeLinear" and _feeds_from_const_q(model, data, consts))
+            source = producer.get(data)  # a DequantizeLinear of a QuantizeLinear of a constant is a weight too
+            weight_like = data in consts or (source is not None and source.op_type == "QuantizeLinear" and source.input[0] in consts)
             if not weight_like:
                 problems.append(f"{where}: per-channel scales on an activation; TensorRT quantizes activations per tensor")
             if opset < 13:
                 problems.append(f"{where}: per-channel Q/DQ needs opset >= 13 (axis {axis})")
     return problems
-
-
-def _feeds_from_const_q(model: onnx.ModelProto, tensor: str, consts: dict[str, Any]) -> bool:
-    for n in model.graph.node:
-        if tensor in n.output:
-            return n.op_type == "QuantizeLinear" and n.input[0] in consts
-    return False
 
 
 def sensitivity(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, inputs: Sequence[np.ndarray]) -> list[tuple[str, float]]:
