@@ -33,6 +33,7 @@ import torchvision
 
 from edgevision import api, load
 from edgevision.bench.latency import interleaved, summarize
+from edgevision.bench.machine import tool_versions
 from edgevision.console import Reporter
 from edgevision.data import ShapesDataset
 from edgevision.export.detection import backbone_features
@@ -156,7 +157,7 @@ def machine() -> dict:
     flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
     isa = [f for f in ("avx512f", "avx512_vnni", "amx_bf16", "amx_int8", "avx512_fp16") if f in flags.split()]
     return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "platform": platform.platform(), "python": sys.version.split()[0],
-            "tools": api.tool_versions(), "torch_threads": torch.get_num_threads()}
+            "tools": tool_versions(), "torch_threads": torch.get_num_threads()}
 
 
 def markdown(results: list, info: dict) -> str:

@@ -11,7 +11,6 @@ import importlib
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from edgevision import __version__
 from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, Staging, file_entries, sha256_file, write_json
 from edgevision.backends.base import INPUT_NAME, create_runner, require
 from edgevision.bench.latency import interleaved, summarize
+from edgevision.bench.machine import cpu_name, tool_versions
 from edgevision.console import METRIC, METRIC_TITLE, Reporter
 from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
@@ -110,9 +109,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     """
     import torch
 
-    from edgevision.backends.torch import Runner as TorchRunner
-    from edgevision.export.onnx_export import ExportWrapper, export_onnx
-    from edgevision.models.sources import build_model
+    from edgevision.export.onnx_export import export_onnx
 
     recipe, reporter = _as_recipe(recipe), reporter or Reporter()
     threads = threads or os.cpu_count() or 1
@@ -121,9 +118,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     recipe = _with_labels(recipe)
     labels = list(recipe.model.labels or [])
     _ensure_checkpoint(recipe, reporter)
-    model = build_model(recipe.model)
-    core, nms = _detection_core(model, recipe) if recipe.task == "detection" else (model, None)
-    wrapper = ExportWrapper(core, recipe.task, recipe.input.layout, recipe.export.argmax)
+    wrapper, nms, reference = _reference(recipe)
     val = open_dataset(recipe.data.val, recipe.input.size) if recipe.data.val else None
     if val is not None:
         _check_label_space(recipe, val, labels)
@@ -137,8 +132,6 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         if nms is not None:
             info["nms"] = nms.to_dict()
         feeds = _verification_feeds(recipe, val)
-        post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
-        reference = TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
         ref_outputs = [reference.infer(f) for f in feeds]
         baseline_accuracy = _evaluate(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
         context.update(_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
@@ -167,6 +160,45 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         stage.commit()
     shutil.rmtree(failed_dir, ignore_errors=True)  # an earlier failure is no longer the latest word
     return manifest
+
+
+def _reference(recipe: Recipe) -> tuple[Any, Optional[NMSParams], Any]:
+    """The PyTorch FP32 reference of a recipe (labels resolved, checkpoint present): the export
+    wrapper, the detector's NMS parameters, and a runner with the same outputs as the artifacts."""
+    from edgevision.backends.torch import Runner as TorchRunner
+    from edgevision.export.onnx_export import ExportWrapper
+    from edgevision.models.sources import build_model
+
+    model = build_model(recipe.model)
+    core, nms = _detection_core(model, recipe) if recipe.task == "detection" else (model, None)
+    wrapper = ExportWrapper(core, recipe.task, recipe.input.layout, recipe.export.argmax)
+    post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
+    return wrapper, nms, TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
+
+
+def reference_predictor(manifest: dict[str, Any], threads: Optional[int] = None) -> Predictor:
+    """The PyTorch FP32 model an artifact was compiled from, as a Predictor (the benchmark's
+    baseline). Raises ModelSourceError if its checkpoint is gone or changed since the compile."""
+    import torch
+
+    from edgevision.errors import ModelSourceError
+    from edgevision.recipe import parse_recipe
+
+    recipe = parse_recipe(manifest["recipe"]["content"], source="manifest.json recipe")
+    model = manifest.get("model") or {}
+    ckpt = recipe.model.checkpoint
+    if ckpt is not None:
+        if not ckpt.is_file():
+            raise ModelSourceError(f"checkpoint {ckpt} not found (relative paths are resolved against the working "
+                                   "directory: run from where the artifact was compiled)")
+        if model.get("checkpoint_sha256") and sha256_file(ckpt) != model["checkpoint_sha256"]:
+            raise ModelSourceError(f"checkpoint {ckpt} changed since the artifact was compiled (sha256 differs); "
+                                   "recompile, or the baseline would not be the model the artifact came from")
+    if threads:
+        torch.set_num_threads(threads)
+    _, _, runner = _reference(recipe)
+    info = {k: manifest[k] for k in ("schema_version", "task", "labels", "input", "outputs")}
+    return Predictor({**info, "name": "pytorch-fp32", "backend": "torch", "precision": "fp32"}, runner)
 
 
 def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
@@ -229,7 +261,7 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
         entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options, context)
         entry["build_seconds"] = round(time.perf_counter() - start, 2)
         entry["size_mb"] = round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3)
-        runner, note = _open(entry, vdir, threads)
+        runner, note = open_runner(entry, vdir, threads)
         runners[name] = runner
         if note:
             entry["verified_with"] = note
@@ -246,8 +278,8 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
     return entry
 
 
-def _open(entry: dict[str, Any], vdir: Path, threads: int) -> tuple[Any, Optional[str]]:
-    """The variant's runner, and a note when it is not the real engine: a TensorRT variant
+def open_runner(entry: dict[str, Any], vdir: Path, threads: Optional[int]) -> tuple[Any, Optional[str]]:
+    """A built variant's runner, and a note when it is not the real engine: a TensorRT variant
     without an engine here runs as CPU emulation."""
     settings = entry["settings"]
     files = {k: vdir / v for k, v in settings["files"].items()}
@@ -358,30 +390,7 @@ def _manifest(recipe: Recipe, info: dict[str, Any], export_info: dict[str, Any],
         "export": export_info,
         "recipe": {"sha256": recipe.digest(), "content": recipe.model_dump(mode="json")},
         "tools": tool_versions(),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count()},
         "baseline": baseline,
         "variants": variants,
     }
-
-
-def tool_versions() -> dict[str, Optional[str]]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, Optional[str]] = {"edgevision": __version__, "python": sys.version.split()[0]}
-    for pkg in ("torch", "torchvision", "onnx", "onnxslim", "onnxscript", "onnxruntime", "openvino", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-

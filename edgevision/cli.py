@@ -44,6 +44,41 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
         print(f"artifact: {out}")
 
     @app.command()
+    def benchmark(
+        target: Path = typer.Argument(..., help="Artifact folder, or a recipe (compiled first if its artifact is "
+                                      "missing or stale)."),
+        quick: bool = typer.Option(False, "--quick", help="Short run: 30 rounds, batch 1, 1 s async, accuracy on 50 images."),
+        iterations: Optional[int] = typer.Option(None, min=1, help="Interleaved rounds per latency measurement."),
+        duration: Optional[float] = typer.Option(None, min=0.1, help="Seconds per latency measurement instead of rounds."),
+        warmup: Optional[int] = typer.Option(None, min=0, help="Untimed calls per model first."),
+        batch: Optional[str] = typer.Option(None, help="Batch sizes for synchronous throughput, e.g. 1,8."),
+        async_seconds: Optional[float] = typer.Option(None, "--async-seconds", min=0, help="Async throughput run (0: skip)."),
+        accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help="Evaluate on data.val."),
+        memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help="Peak RSS per model (one process each)."),
+        accuracy_images: Optional[int] = typer.Option(None, "--accuracy-images", min=1, help="Cap on data.val images."),
+        variants: Optional[str] = typer.Option(None, help="Only these variants, comma-separated (the baseline always runs)."),
+        threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for every model (default: all cores)."),
+        out: Optional[Path] = typer.Option(None, help="Folder for report.json/.md/.html (default: the artifact folder)."),
+    ) -> None:
+        """Measure every variant against PyTorch FP32: accuracy, latency, throughput, memory; write reports."""
+        from edgevision.bench.report import write_reports
+        from edgevision.bench.run import BenchOptions, benchmark as run_benchmark
+        from edgevision.console import RichReporter, print_report
+        from edgevision.errors import RecipeError
+
+        try:
+            sizes = [int(b) for b in batch.split(",")] if batch else None
+        except ValueError:
+            raise RecipeError(f"--batch {batch!r}: give batch sizes as integers separated by commas, e.g. 1,8") from None
+        options = BenchOptions(iterations=iterations, duration=duration, warmup=warmup, batch_sizes=sizes,
+                               async_seconds=async_seconds, accuracy=accuracy, memory=memory, accuracy_images=accuracy_images,
+                               quick=quick, threads=threads, variants=variants.split(",") if variants else None)
+        report = run_benchmark(target, options, RichReporter())
+        paths = write_reports(report, out or Path(report["artifact"]["path"]))
+        print_report(report)
+        print("reports: " + ", ".join(str(p) for p in paths))
+
+    @app.command()
     def train(recipe: Path = typer.Argument(..., help="Recipe YAML file with a 'train' section.")) -> None:
         """Train the recipe's model on its data.train source and write model.checkpoint."""
         from edgevision import api
@@ -106,9 +141,15 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
         print(f"all {len(manifest['files'])} files match their sha256")
 
     @app.command()
-    def schema(out: Optional[Path] = typer.Option(None, help="Write to a file instead of stdout.")) -> None:
-        """Print the recipe JSON Schema (for editor completion and validation)."""
-        from edgevision.recipe import json_schema
+    def schema(
+        out: Optional[Path] = typer.Option(None, help="Write to a file instead of stdout."),
+        report: bool = typer.Option(False, "--report", help="The schema of the benchmark's report.json instead."),
+    ) -> None:
+        """Print the recipe JSON Schema (for editor completion and validation), or report.json's."""
+        if report:
+            from edgevision.bench.report import json_schema
+        else:
+            from edgevision.recipe import json_schema
 
         text = json.dumps(json_schema(), indent=2)
         if out is None:

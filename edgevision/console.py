@@ -128,3 +128,26 @@ def print_summary(manifest: Dict[str, Any]) -> None:
         for row in quant:
             qtable.add_row(*row)
         console.print(qtable)
+
+
+def print_report(report: Dict[str, Any]) -> None:
+    """The benchmark's headline table (report.md has the same rows)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgevision.bench.report import TABLE_HEADER, metric_title, table_rows
+
+    a = report["artifact"]
+    table = Table(title=f"benchmark: {a['name']} ({a['task']}, input {a['input_size']}), e2e batch 1, "
+                        f"{report['settings']['threads']} threads")
+    for h in TABLE_HEADER:
+        table.add_column(h.format(metric=metric_title(a["metric"])), no_wrap=(h == "variant"))
+    for row in table_rows(report):
+        table.add_row(*row, style=None if row[3] in ("passed", "reference") else "red")
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+    for r in report["variants"]:
+        for text in (r.get("reasons") or []) + (r.get("notes") or []):
+            console.print(f"  {r['name']}: {text}", highlight=False, markup=False)

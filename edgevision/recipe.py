@@ -230,6 +230,28 @@ class TrainSpec(_Strict):
     seed: int = 0
 
 
+class BenchmarkSpec(_Strict):
+    """Defaults of `edgevision benchmark` (command-line options override them)."""
+
+    iterations: int = Field(200, ge=1, le=100000, description="Timed interleaved rounds per measurement.")
+    duration: Optional[float] = Field(None, gt=0, description="Seconds per measurement instead of a fixed number of "
+                                      "rounds (each model gets at least 5 rounds).")
+    warmup: int = Field(10, ge=0, le=10000, description="Untimed calls per model before timing.")
+    batch_sizes: list[int] = Field([1], min_length=1, description="Synchronous throughput is measured at each batch "
+                                   "size (above 1 needs export.dynamic_batch).")
+    async_seconds: float = Field(3.0, ge=0, description="Asynchronous multi-request throughput run per variant, where "
+                                 "the backend has one (OpenVINO: THROUGHPUT hint, AsyncInferQueue); 0 skips it.")
+    accuracy: bool = Field(True, description="Evaluate every model on data.val.")
+    memory: bool = Field(True, description="Measure each model's peak RSS in a process of its own.")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _batches(cls, v: list[int]) -> list[int]:
+        if any(b < 1 or b > 64 for b in v):
+            raise ValueError("batch sizes must be between 1 and 64")
+        return sorted(set(v))
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Artifact name (letters, digits, -_.).")
     task: Task
@@ -242,6 +264,7 @@ class Recipe(_Strict):
     train: Optional[TrainSpec] = None
     calibration: Optional[CalibrationSpec] = Field(
         None, description="INT8 calibration images; default: 300 images of data.train.")
+    benchmark: BenchmarkSpec = BenchmarkSpec()
     output: Optional[Path] = Field(None, description="Artifact directory (default: build/<name>).")
 
     @model_validator(mode="after")
@@ -255,6 +278,9 @@ class Recipe(_Strict):
         if any(t.precision == "int8" for t in self.targets) and self.calibration is None and self.data.train is None:
             raise ValueError("calibration: int8 targets need calibration images; add a 'calibration' section "
                              "(see calibration/README.md) or data.train")
+        if max(self.benchmark.batch_sizes) > 1 and not self.export.dynamic_batch:
+            raise ValueError(f"benchmark.batch_sizes: {self.benchmark.batch_sizes} needs export.dynamic_batch: true "
+                             "(the graph is exported for batch 1)")
         if self.task in ("instance_segmentation", "keypoints"):
             raise ValueError(f"task '{self.task}' is not supported by this version yet (classification, segmentation, detection)")
         return self

@@ -40,31 +40,10 @@ def recipe_dict(name: str, task: str, source: str, size: int, out: Path, **extra
 
 
 def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
-    """Random weights with BatchNorm statistics re-estimated on shapes images.
+    """Random weights with BatchNorm statistics re-estimated on shapes images (see batchnorm.py)."""
+    from edgevision.models.batchnorm import reestimated_checkpoint
 
-    With raw random init, MobileNetV3 features collapse (~1e-8) and every comparison is a tie
-    (../shared/TOOLCHAINS.md); real statistics make parity tests meaningful.
-    """
-    import torch
-
-    from edgevision.data.shapes import ShapesDataset
-    from edgevision.export.detection import detection_adapter
-    from edgevision.export.onnx_export import ExportWrapper
-    from edgevision.models.batchnorm import reestimate_batchnorm
-    from edgevision.models.sources import build_model
-    from edgevision.recipe import ModelSpec
-    from edgevision.runtime.preprocess import InputSpec, preprocess
-
-    torch.manual_seed(0)
-    model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
-    spec = InputSpec.from_dict(recipe_data["input"])
-    data = ShapesDataset(16, seed=7, size=tuple(recipe_data["input"]["size"]))
-    core = detection_adapter(model, spec.size) if recipe_data["task"] == "detection" else model
-    wrapper = ExportWrapper(core, recipe_data["task"], spec.layout)
-    batches = (torch.from_numpy(preprocess([data[k].image for k in range(i, i + 4)], spec)[0]) for i in range(0, 16, 4))
-    reestimate_batchnorm(wrapper, batches)
-    torch.save(model.state_dict(), path)
-    return path
+    return reestimated_checkpoint(recipe_data, path)
 
 
 @pytest.fixture(scope="session")

@@ -106,6 +106,15 @@ def test_duplicate_variant(tmp_path: Path) -> None:
     assert "listed twice" in _error(tmp_path, _with("targets", [{"backend": "openvino"}, {"backend": "openvino"}]))
 
 
+def test_benchmark_batch_sizes(tmp_path: Path) -> None:
+    data = _with("benchmark", {"batch_sizes": [8, 1, 8]})
+    assert load_recipe(_write(tmp_path, data)).benchmark.batch_sizes == [1, 8]
+    data["export"] = {"dynamic_batch": False}
+    msg = _error(tmp_path, data)
+    assert "benchmark.batch_sizes" in msg and "dynamic_batch" in msg
+    assert "between 1 and 64" in _error(tmp_path, _with("benchmark", {"batch_sizes": [0]}))
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.yaml")

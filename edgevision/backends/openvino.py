@@ -6,6 +6,7 @@ silently breaks FP32 parity (../shared/TOOLCHAINS.md).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -71,6 +72,7 @@ class Runner(RunnerBase):
         except Exception as e:
             raise BackendError(f"openvino could not compile {files['model']} for {device}: {e}") from None
         self._request = self._compiled.create_infer_request()
+        self._ov, self._core, self._model, self._device, self._config = ov, core, model, device, config
         self.inputs: List[TensorSpec] = [_spec(p) for p in self._compiled.inputs]
         self.outputs: List[TensorSpec] = [_spec(p, n) for p, n in zip(self._compiled.outputs, names)]
         self._ports = list(zip(names, self._compiled.outputs))
@@ -85,9 +87,30 @@ class Runner(RunnerBase):
         result = self._request.infer(feeds)
         return {name: np.asarray(result[port]) for name, port in self._ports}
 
+    def async_throughput(self, feeds: Dict[str, np.ndarray], seconds: float) -> Dict[str, Any]:
+        """Inferences per second with many requests in flight: the model compiled again with the
+        THROUGHPUT hint (several streams, same threads and precision), fed by an AsyncInferQueue
+        with the device's optimal number of requests, for `seconds` after one warm-up round."""
+        config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"}
+        compiled = self._core.compile_model(self._model, self._device, config)
+        queue = self._ov.AsyncInferQueue(compiled, 0)  # 0: the device's optimal number of requests
+        for _ in range(len(queue)):
+            queue.start_async(feeds)
+        queue.wait_all()
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            queue.start_async(feeds)  # blocks while every request is busy
+            count += 1
+        queue.wait_all()
+        elapsed = time.perf_counter() - start
+        batch = int(next(iter(feeds.values())).shape[0])
+        return {"fps": round(count * batch / elapsed, 2), "requests": len(queue), "batch": batch,
+                "streams": int(compiled.get_property("NUM_STREAMS")), "hint": "THROUGHPUT", "seconds": round(elapsed, 2)}
+
     def close(self) -> None:
         self._request = None
         self._compiled = None
+        self._model = None
 
 
 def _keep_onnx_output_names(model: Any, onnx_path: Path) -> None:

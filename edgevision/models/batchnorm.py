@@ -7,6 +7,7 @@ comparisons measure tie-breaking, not the backends (../shared/TOOLCHAINS.md).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -28,3 +29,27 @@ def reestimate_batchnorm(model: nn.Module, batches: Iterable[Any], forward: Opti
         for batch in batches:
             (forward or model)(batch)
     return model.eval()
+
+
+def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> Path:
+    """Save random weights for a recipe's model, with BatchNorm statistics re-estimated on
+    generated shapes images pushed through the exported part of the model (the detection adapter
+    for detectors). Used by the tests and the benchmarks, where pretrained weights cannot be had."""
+    from edgevision.data.shapes import ShapesDataset
+    from edgevision.export.detection import detection_adapter
+    from edgevision.export.onnx_export import ExportWrapper
+    from edgevision.models.sources import build_model
+    from edgevision.recipe import ModelSpec
+    from edgevision.runtime.preprocess import InputSpec, preprocess
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
+    spec = InputSpec.from_dict(recipe_data["input"])
+    data = ShapesDataset(images, seed=7, size=tuple(spec.size))
+    core = detection_adapter(model, spec.size) if recipe_data["task"] == "detection" else model
+    wrapper = ExportWrapper(core, recipe_data["task"], spec.layout)
+    batches = (torch.from_numpy(preprocess([data[k].image for k in range(i, min(i + 4, images))], spec)[0])
+               for i in range(0, images, 4))
+    reestimate_batchnorm(wrapper, batches)
+    torch.save(model.state_dict(), path)
+    return Path(path)

@@ -1,0 +1,350 @@
+"""`edgevision benchmark`: every variant of an artifact and its PyTorch FP32 baseline, measured
+side by side in one process under the same thread count.
+
+Per model: accuracy on the recipe's data.val; latency engine-only and end to end (JPEG file
+decoded -> pre-processing -> inference -> post-processing), interleaved A B C A B C so machine
+drift falls on every model alike; synchronous throughput at each batch size; asynchronous
+throughput where the backend has it (OpenVINO); peak RSS in a process of its own; size and build
+time from the manifest. The result is a dict that follows bench/report.py's schema.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from edgevision.artifact import VARIANT, read_json, read_manifest, verify_files
+from edgevision.backends.base import INPUT_NAME
+from edgevision.bench.latency import interleaved, summarize
+from edgevision.bench.machine import machine
+from edgevision.bench.memory import BASELINE, measure_in_subprocess
+from edgevision.console import METRIC, Reporter
+from edgevision.errors import BackendNotInstalled, EdgeVisionError, RecipeError, VerificationFailed
+
+QUICK = {"iterations": 30, "warmup": 3, "batch_sizes": [1], "async_seconds": 1.0, "accuracy_images": 50}
+MEMORY_ITERATIONS = 10
+ACCURACY_KEYS = ("images", "map", "map50", "mask_map", "miou", "top1", "top5")
+
+
+@dataclass
+class BenchOptions:
+    """Command-line choices; None means: the recipe's `benchmark` section (or --quick's value)."""
+
+    iterations: Optional[int] = None
+    duration: Optional[float] = None
+    warmup: Optional[int] = None
+    batch_sizes: Optional[List[int]] = None
+    async_seconds: Optional[float] = None
+    accuracy: Optional[bool] = None
+    memory: Optional[bool] = None
+    accuracy_images: Optional[int] = None
+    quick: bool = False
+    threads: Optional[int] = None
+    variants: Optional[List[str]] = None
+
+
+@dataclass
+class _Model:
+    """One row of the report while it is being measured."""
+
+    row: Dict[str, Any]
+    predictor: Any = None
+    timed: bool = True
+
+
+def resolve_artifact(target: Path, reporter: Reporter) -> Path:
+    """An artifact folder as given, or a recipe's artifact: compiled first when it is missing or
+    was built from a different recipe. A compile that fails still leaves <output>.failed, which
+    is benchmarked so the failing variants show in the report."""
+    from edgevision.recipe import load_recipe
+
+    target = Path(target)
+    if target.is_dir():
+        read_manifest(target)  # a clear error if this is not an artifact
+        return target
+    if not target.exists():
+        raise RecipeError(f"{target}: neither an artifact folder nor a recipe file")
+    recipe = load_recipe(target)
+    out = recipe.output_dir
+    try:
+        current = read_manifest(out)["recipe"]["sha256"] == recipe.digest()
+    except EdgeVisionError:
+        current = False
+    if current:
+        reporter.info(f"benchmarking {out} (built from this recipe)")
+        return out
+    from edgevision import api
+
+    reporter.info(f"{out} is missing or was built from another version of {target}: compiling it first")
+    try:
+        api.compile(recipe, reporter=reporter)
+    except VerificationFailed as e:
+        failed = out.with_name(out.name + ".failed")
+        reporter.info(f"compile failed ({e}); benchmarking {failed} so the failures are reported")
+        return failed
+    return out
+
+
+def settings_for(manifest: Dict[str, Any], options: BenchOptions) -> Dict[str, Any]:
+    from edgevision.recipe import BenchmarkSpec
+
+    spec = BenchmarkSpec(**(manifest["recipe"]["content"].get("benchmark") or {}))
+    s: Dict[str, Any] = spec.model_dump()
+    s["accuracy_images"] = None
+    if options.quick:
+        s.update(QUICK)
+    for key in ("iterations", "duration", "warmup", "batch_sizes", "async_seconds", "accuracy", "memory", "accuracy_images"):
+        value = getattr(options, key)
+        if value is not None:
+            s[key] = value
+    if s["duration"] is not None and options.iterations is None:
+        s["iterations"] = None  # a duration replaces the recipe's round count unless both were asked for
+    if max(s["batch_sizes"]) > 1 and not manifest["recipe"]["content"]["export"]["dynamic_batch"]:
+        raise RecipeError(f"--batch {s['batch_sizes']}: this artifact was exported for batch 1 (export.dynamic_batch: false)")
+    s["quick"] = options.quick
+    s["threads"] = options.threads or os.cpu_count() or 1
+    return s
+
+
+def benchmark(target: Path, options: Optional[BenchOptions] = None, reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+    """Measure an artifact (or a recipe's artifact); return the report (see bench/report.py)."""
+    options, reporter = options or BenchOptions(), reporter or Reporter()
+    started = time.perf_counter()
+    artifact = resolve_artifact(Path(target), reporter)
+    manifest = read_manifest(artifact)
+    s = settings_for(manifest, options)
+    models = _open_models(artifact, manifest, s, options.variants, reporter)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            image = _sample_image(manifest, Path(tmp))
+            notes = _accuracy(manifest, models, s, reporter) if s["accuracy"] else ["accuracy not measured (--no-accuracy)"]
+            _latency(manifest, models, image, s, reporter)
+            _throughput(manifest, models, image, s, reporter)
+            if s["memory"]:
+                _memory(artifact, models, image, s, reporter)
+    finally:
+        for m in models:
+            if m.predictor is not None:
+                m.predictor.close()
+    return _report(artifact, manifest, models, s, notes, time.perf_counter() - started)
+
+
+def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], names: Optional[List[str]],
+                 reporter: Reporter) -> List[_Model]:
+    from edgevision import api
+    from edgevision.runtime.predictor import Predictor
+
+    known = [v["name"] for v in manifest["variants"]]
+    unknown = [n for n in (names or []) if n not in known]
+    if unknown:
+        raise RecipeError(f"--variants: {artifact} has no variant {unknown[0]!r} (variants: {', '.join(known)})")
+    base = _Model({"name": BASELINE, "backend": "torch", "precision": "fp32", "device": "cpu", "baseline": True,
+                   "status": "reference", "reasons": [], "notes": []})
+    try:
+        base.predictor = api.reference_predictor(manifest, s["threads"])
+    except (EdgeVisionError, ImportError) as e:
+        base.row.update(status="skipped", reasons=[f"PyTorch baseline not available: {e}"])
+    models = [base]
+    for v in manifest["variants"]:
+        if names and v["name"] not in names:
+            continue
+        row = {"name": v["name"], "backend": v["backend"], "precision": v["precision"], "device": v.get("device", "cpu"),
+               "baseline": False, "status": v["status"], "reasons": list(v.get("reasons") or []), "notes": [],
+               "size_mb": v.get("size_mb"), "compile_seconds": v.get("build_seconds")}
+        model = _Model(row)
+        models.append(model)
+        if v["status"] == "error":  # nothing was built
+            continue
+        vdir = artifact / v["name"]
+        try:
+            info = read_json(vdir / VARIANT, "variant")
+            verify_files(vdir, info["files"])
+            runner, note = api.open_runner(info, vdir, s["threads"])
+        except BackendNotInstalled as e:
+            row.update(status="skipped", reasons=row["reasons"] + [str(e)])
+            continue
+        except EdgeVisionError as e:
+            row.update(status="error", reasons=row["reasons"] + [f"cannot open on this machine: {e}"])
+            continue
+        if note:
+            row["notes"].append(f"{note}: accuracy only, not timed")
+            model.timed = False
+        model.predictor = Predictor(info, runner, path=vdir)
+    reporter.info(f"benchmarking {sum(m.predictor is not None for m in models)} models of {artifact} with {s['threads']} threads")
+    return models
+
+
+def _sample_image(manifest: Dict[str, Any], tmp: Path) -> Path:
+    """The end-to-end input: the first data.val image (or a generated one) as a JPEG file, so
+    decoding is part of the end-to-end time, as in a camera application reading frames."""
+    from PIL import Image
+
+    val = _val_dataset(manifest)
+    if val is not None and len(val) > 0:
+        pixels = val[0].image
+    else:
+        from edgevision.data.shapes import ShapesDataset
+
+        pixels = ShapesDataset(1, seed=9999, size=tuple(manifest["input"]["size"]))[0].image
+    path = tmp / "sample.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    return path
+
+
+def _val_dataset(manifest: Dict[str, Any]) -> Any:
+    from edgevision.data import open_dataset
+    from edgevision.recipe import DataSource
+
+    val = (manifest["recipe"]["content"].get("data") or {}).get("val")
+    if not val:
+        return None
+    return open_dataset(DataSource(**val), tuple(manifest["input"]["size"]))
+
+
+def _accuracy(manifest: Dict[str, Any], models: List[_Model], s: Dict[str, Any], reporter: Reporter) -> List[str]:
+    """Task metrics of every open model on data.val (or its first accuracy_images); returns notes
+    for the whole report."""
+    from edgevision.data import Selection
+    from edgevision.eval.metrics import evaluate
+
+    val = _val_dataset(manifest)
+    if val is None:
+        return ["accuracy not measured: the recipe has no data.val"]
+    if s["accuracy_images"] is not None and s["accuracy_images"] < len(val):
+        val = Selection(val, list(range(s["accuracy_images"])))
+    metric = METRIC[manifest["task"]]
+    for m in models:
+        if m.predictor is None:
+            continue
+        with reporter.task(f"accuracy {m.row['name']}", len(val)) as advance:
+            try:
+                result = evaluate(m.predictor, val, progress=advance)
+            except EdgeVisionError as e:
+                m.row.update(status="error", reasons=m.row["reasons"] + [f"evaluation failed: {e}"])
+                continue
+        m.row["accuracy"] = {k: (round(float(result[k]), 5) if k != "images" else int(result[k]))
+                             for k in ACCURACY_KEYS if result.get(k) is not None}
+    base = models[0].row.get("accuracy")
+    for m in models[1:]:
+        if base and m.row.get("accuracy"):
+            m.row["accuracy_drop"] = round(100.0 * (base[metric] - m.row["accuracy"][metric]), 3)
+    return []
+
+
+def _timed(models: List[_Model]) -> Dict[str, _Model]:
+    return {m.row["name"]: m for m in models if m.predictor is not None and m.timed and m.row["status"] != "error"}
+
+
+def _rounds(s: Dict[str, Any], divisor: int = 1) -> Dict[str, Any]:
+    iterations = s["iterations"]
+    return {"rounds": max(5, iterations // divisor) if iterations else None,
+            "duration": s["duration"] / divisor if s["duration"] else None, "warmup": s["warmup"]}
+
+
+def _latency(manifest: Dict[str, Any], models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
+    from edgevision.runtime.preprocess import InputSpec, preprocess
+
+    timed = _timed(models)
+    if not timed:
+        return
+    feed = {INPUT_NAME: preprocess([_decode(image)], InputSpec.from_dict(manifest["input"]))[0]}
+    r = _rounds(s)
+    samples = {}
+    for kind, make in (("infer", lambda p: (lambda: p.runner.infer(feed))), ("e2e", lambda p: (lambda: p.predict(str(image))))):
+        total = r["rounds"] or 0
+        with reporter.task(f"latency {kind}: {len(timed)} models interleaved", total) as advance:
+            samples[kind] = interleaved({n: make(m.predictor) for n, m in timed.items()}, r["rounds"], r["warmup"],
+                                        r["duration"], progress=advance)
+    base = timed.get(BASELINE)
+    for name, m in timed.items():
+        m.row["latency"] = {k: summarize(samples[k][name]) for k in samples}
+        m.row["latency"].update({f"{k}_samples_ms": [round(float(x), 4) for x in samples[k][name]] for k in samples})
+        if base is not None:
+            m.row["speedup"] = {k: round(base.row["latency"][k]["p50"] / m.row["latency"][k]["p50"], 3) for k in samples}
+
+
+def _decode(image: Path) -> Any:
+    from edgevision.runtime.images import to_rgb
+
+    return to_rgb(str(image))
+
+
+def _throughput(manifest: Dict[str, Any], models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
+    """Synchronous images/s at each batch size (engine only, one request at a time), and
+    asynchronous images/s with many requests in flight where the backend supports it."""
+    from edgevision.runtime.preprocess import InputSpec, preprocess
+
+    timed = _timed(models)
+    spec = InputSpec.from_dict(manifest["input"])
+    pixels = _decode(image)
+    for m in timed.values():
+        m.row["throughput"] = []
+        lat = m.row.get("latency")
+        if lat and 1 in s["batch_sizes"]:
+            m.row["throughput"].append({"mode": "sync", "batch": 1, "fps": round(1000.0 / lat["infer"]["mean"], 2),
+                                        "requests": 1})
+    for batch in [b for b in s["batch_sizes"] if b > 1]:
+        able = {n: m for n, m in timed.items() if m.predictor.max_batch >= batch}
+        feed = {INPUT_NAME: preprocess([pixels] * batch, spec)[0]}
+        r = _rounds(s, 4)
+        with reporter.task(f"throughput: batch {batch}, {len(able)} models interleaved", r["rounds"] or 0) as advance:
+            ms = interleaved({n: (lambda p=m.predictor: p.runner.infer(feed)) for n, m in able.items()}, r["rounds"],
+                             r["warmup"], r["duration"], progress=advance)
+        for n, m in able.items():
+            m.row["throughput"].append({"mode": "sync", "batch": batch, "fps": round(1000.0 * batch / float(ms[n].mean()), 2),
+                                        "requests": 1})
+    if s["async_seconds"] > 0:
+        feed = {INPUT_NAME: preprocess([pixels], spec)[0]}
+        for m in timed.values():
+            run_async = getattr(m.predictor.runner, "async_throughput", None)
+            if run_async is None:
+                continue
+            reporter.info(f"async throughput {m.row['name']}: {s['async_seconds']:g} s")
+            try:
+                result = run_async(feed, s["async_seconds"])
+            except Exception as e:  # a backend that cannot compile a THROUGHPUT model here: say so, keep going
+                m.row["notes"].append(f"async throughput failed: {e}")
+                continue
+            m.row["throughput"].append({"mode": "async", "batch": result.pop("batch"), "fps": result.pop("fps"),
+                                        "requests": result.pop("requests"), "detail": result})
+
+
+def _memory(artifact: Path, models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
+    timed = _timed(models)
+    with reporter.task("peak memory: one process per model", len(timed)) as advance:
+        for name, m in timed.items():
+            try:
+                m.row["memory"] = measure_in_subprocess(artifact, name, image, s["threads"], MEMORY_ITERATIONS)
+            except (RuntimeError, OSError, ValueError) as e:
+                m.row["notes"].append(f"peak memory not measured: {e}")
+            advance(1)
+
+
+def _report(artifact: Path, manifest: Dict[str, Any], models: List[_Model], s: Dict[str, Any], notes: List[str],
+            seconds: float) -> Dict[str, Any]:
+    from edgevision import __version__
+
+    settings = {k: s[k] for k in ("iterations", "duration", "warmup", "batch_sizes", "async_seconds", "accuracy",
+                                  "memory", "accuracy_images", "quick", "threads")}
+    settings["e2e_input"] = "one JPEG file: decode, pre-process, infer, post-process (Predictor.predict(path))"
+    return {
+        "schema_version": 1,
+        "kind": "edgevision.benchmark",
+        "edgevision": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seconds": round(seconds, 1),
+        "artifact": {
+            "path": str(artifact), "name": manifest["name"], "task": manifest["task"],
+            "input_size": list(manifest["input"]["size"]), "metric": METRIC[manifest["task"]],
+            "compiled": manifest.get("created"), "recipe_sha256": manifest["recipe"]["sha256"],
+            "export_seconds": (manifest.get("export") or {}).get("seconds"),
+        },
+        "machine": machine(s["threads"]),
+        "settings": settings,
+        "notes": notes,
+        "variants": [m.row for m in models],
+    }
