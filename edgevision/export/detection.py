@@ -30,7 +30,8 @@ from torchvision.ops import boxes as box_ops
 from edgevision.errors import ExportError
 from edgevision.ops.nms import NMSParams
 
-SUPPORTED = "SSD (ssd300_vgg16, ssdlite320_mobilenet_v3_large), RetinaNet (retinanet_resnet50_fpn[_v2]), FCOS (fcos_resnet50_fpn)"
+SUPPORTED = ("SSD (ssd300_vgg16, ssdlite320_mobilenet_v3_large), RetinaNet (retinanet_resnet50_fpn[_v2]), FCOS "
+             "(fcos_resnet50_fpn), Faster R-CNN (fasterrcnn_mobilenet_v3_large[_320]_fpn, fasterrcnn_resnet50_fpn[_v2])")
 
 
 def family_of(model: nn.Module) -> str:
@@ -125,7 +126,11 @@ def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[s
 
 def detection_adapter(model: nn.Module, size: tuple[int, int]) -> nn.Module:
     """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's."""
+    from edgevision.export.two_stage import TwoStageAdapter, is_two_stage
+
     own = getattr(model, "export_adapter", None)
     if callable(own):
         return own(size)
+    if is_two_stage(model):
+        return TwoStageAdapter(model, size)
     return OneStageAdapter(model, size)

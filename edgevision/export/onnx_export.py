@@ -108,10 +108,15 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
 
 def _run_exporter(wrapper: nn.Module, example: torch.Tensor, names: list[str], exporter: str, opset: int, dynamic: bool) -> onnx.ModelProto:
     kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": names, "opset_version": opset}
+    from edgevision.export.two_stage import CUSTOM_OPS, TwoStageAdapter
+
     if exporter == "dynamo":
         if dynamic:
             kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
-        kwargs.update(dynamo=True, optimize=True, verbose=False)
+        kwargs.update(dynamo=True, optimize=True, verbose=False, custom_translation_table=CUSTOM_OPS)
+    elif isinstance(getattr(wrapper, "model", None), TwoStageAdapter):
+        raise ExportError("two-stage detectors export with export.exporter: dynamo (their in-graph RPN NMS has no "
+                          "TorchScript lowering)")
     else:
         if dynamic:
             kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [INPUT_NAME, *names]}

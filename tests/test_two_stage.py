@@ -1,0 +1,122 @@
+"""Faster R-CNN as one graph (export/two_stage.py), against torchvision's own RPN and RoI heads.
+
+Random weights with BatchNorm re-estimated (conftest.calibrated_checkpoint); the oracle is
+torchvision eager on the same normalised tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import edgevision
+from conftest import calibrated_checkpoint, recipe_dict
+from edgevision.data.shapes import ShapesDataset
+from edgevision.errors import ExportError
+from edgevision.export.two_stage import TwoStageAdapter, nms_keep_mask, torchvision_two_stage
+from edgevision.models.sources import build_model
+from edgevision.ops.nms import nms_reference
+from edgevision.recipe import ModelSpec
+from edgevision.runtime.preprocess import InputSpec, preprocess
+from edgevision.verify.parity import compare_detections
+
+LABELS = ["background", "circle", "square", "triangle"]
+
+
+def _model_and_batch(source: str, size: int, tmp_path: Path, images: int = 2) -> tuple[torch.nn.Module, torch.Tensor]:
+    data = recipe_dict("m", "detection", source, size, tmp_path)
+    ckpt = calibrated_checkpoint(data, tmp_path / f"{source}.pt")
+    model = build_model(ModelSpec(**{**data["model"], "checkpoint": ckpt}))
+    spec = InputSpec.from_dict(data["input"])
+    shapes = ShapesDataset(images, seed=5, size=(size, size))
+    x = torch.from_numpy(preprocess([shapes[i].image for i in range(images)], spec)[0])
+    return model, x
+
+
+def _as_outputs(dets: list[dict[str, torch.Tensor]], k: int) -> dict[str, np.ndarray]:
+    """torchvision's per-image dicts as the padded contract outputs."""
+    b = len(dets)
+    out = {"num_dets": np.zeros((b, 1), np.int32), "boxes": np.zeros((b, k, 4), np.float32),
+           "scores": np.zeros((b, k), np.float32), "labels": np.zeros((b, k), np.int32)}
+    for i, d in enumerate(dets):
+        n = len(d["boxes"])
+        out["num_dets"][i, 0] = n
+        out["boxes"][i, :n], out["scores"][i, :n], out["labels"][i, :n] = d["boxes"], d["scores"], d["labels"]
+    return out
+
+
+@pytest.mark.parametrize("source,size", [("fasterrcnn_mobilenet_v3_large_320_fpn", 320), ("fasterrcnn_resnet50_fpn", 192)])
+def test_adapter_equals_torchvision(source: str, size: int, tmp_path: Path) -> None:
+    model, x = _model_and_batch(source, size, tmp_path)
+    model.roi_heads.score_thresh = 0.01  # more detections to compare
+    adapter = TwoStageAdapter(model, (size, size))
+    with torch.no_grad():
+        expected = torchvision_two_stage(model, x)
+        boxes, scores = adapter(x)
+    params = adapter.nms_params()
+    ours = nms_reference(boxes.numpy(), scores.numpy(), params)
+    assert [len(d["boxes"]) for d in expected] == list(ours["num_dets"][:, 0])
+    m = compare_detections([_as_outputs(expected, params.max_detections)], [ours])
+    assert m["detections"] >= 100 and m["matched"] == m["matched_candidate"] == 1.0 and m["max_score_diff"] < 1e-5
+    if source.startswith("fasterrcnn_resnet50"):  # four FPN levels: the level mapping is exercised
+        assert adapter.scales == [0.25, 0.125, 0.0625, 0.03125]
+
+
+def test_nms_keep_mask_is_torchvision_nms() -> None:
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(2, 300, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + 5 + torch.rand(2, 300, 2, generator=g) * 40], dim=-1)
+    scores = torch.rand(2, 300, generator=g)
+    scores[0, :50] = -1.0  # not candidates: must neither survive nor suppress
+    keep = nms_keep_mask(boxes, scores, 0.5)
+    for b in range(2):
+        valid = torch.nonzero(scores[b] >= 0).squeeze(1)
+        expected = set(valid[torch.ops.torchvision.nms(boxes[b, valid], scores[b, valid], 0.5)].tolist())
+        assert set(torch.nonzero(keep[b]).squeeze(1).tolist()) == expected
+    assert keep[0, :50].sum() == 0
+
+
+@pytest.fixture(scope="module")
+def frcnn(compiled):  # noqa: ANN001, ANN201
+    return compiled("frcnn", "detection", "fasterrcnn_mobilenet_v3_large_320_fpn", 320)
+
+
+def test_artifact_matches_torchvision_on_every_backend(frcnn, tmp_path: Path) -> None:  # noqa: ANN001
+    manifest, root = frcnn
+    ops = manifest["export"]["ops"]
+    assert ops["RoiAlign"] >= 1 and ops["NonMaxSuppression"] == 2 and "Loop" not in ops and "If" not in ops
+    for v in manifest["variants"]:
+        assert v["status"] == "passed" and v["parity"]["matched"] == 1.0, v
+    model = build_model(ModelSpec(source=manifest["model"]["source"], labels=LABELS,
+                                  checkpoint=manifest["model"]["checkpoint"]))
+    spec = InputSpec.from_dict(manifest["input"])
+    shapes = ShapesDataset(3, seed=21, size=(320, 320))
+    batch = preprocess([shapes[i].image for i in range(3)], spec)[0]  # batch > 1
+    with torch.no_grad():
+        expected = _as_outputs(torchvision_two_stage(model, torch.from_numpy(batch)), manifest["nms"]["max_detections"])
+    for name in ("onnxruntime-fp32", "openvino-fp32"):
+        with edgevision.load(root / name) as predictor:
+            got = predictor.runner.infer({"images": batch})
+            m = compare_detections([expected], [got])
+            assert m["detections"] >= 30, (name, m)
+            assert m["matched"] >= 0.99 and m["matched_candidate"] >= 0.99 and m["max_score_diff"] < 1e-3, (name, m)
+            dets = predictor.predict(shapes[0].image)
+            assert len(dets) == int(expected["num_dets"][0, 0]) and set(dets.names) <= set(LABELS[1:])
+
+
+def test_unsupported_two_stage_variants(tmp_path: Path) -> None:
+    from edgevision import api
+    from edgevision.recipe import parse_recipe
+
+    from conftest import Quiet
+
+    model = build_model(ModelSpec(source="maskrcnn_resnet50_fpn", labels=LABELS))
+    with pytest.raises(ExportError, match="Mask R-CNN is not supported"):
+        TwoStageAdapter(model, (128, 128))
+    data = recipe_dict("ts", "detection", "fasterrcnn_mobilenet_v3_large_320_fpn", 160, tmp_path,
+                       export={"exporter": "torchscript"})
+    with pytest.raises(ExportError, match="export.exporter: dynamo"):
+        api.compile(parse_recipe(data), reporter=Quiet(), threads=2)
+    assert not (tmp_path / "ts").exists()
