@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 import warnings
@@ -33,7 +31,7 @@ import torchvision
 
 from edgevision import api, load
 from edgevision.bench.latency import interleaved, summarize
-from edgevision.bench.machine import tool_versions
+from edgevision.bench.machine import machine
 from edgevision.console import Reporter
 from edgevision.data import ShapesDataset
 from edgevision.export.detection import backbone_features
@@ -152,14 +150,6 @@ def bench(name: str, mean: tuple, std: tuple, root: Path) -> dict:
     }
 
 
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "")
-    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    isa = [f for f in ("avx512f", "avx512_vnni", "amx_bf16", "amx_int8", "avx512_fp16") if f in flags.split()]
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": isa, "platform": platform.platform(), "python": sys.version.split()[0],
-            "tools": tool_versions(), "torch_threads": torch.get_num_threads()}
-
-
 def markdown(results: list, info: dict) -> str:
     lines = [f"# Fused NMS vs torchvision's exported post-processing ({SIZE}x{SIZE}, batch 1)", "",
              f"Machine: {info['cpu']}, {info['cores']} cores ({', '.join(info['isa'])}); median of {ROUNDS} interleaved rounds, ms.", ""]
@@ -188,7 +178,7 @@ def main() -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         results = [bench(name, *norm, Path(tmp)) for name, norm in MODELS.items()]
-    info = machine()
+    info = machine(torch.get_num_threads())
     info["seconds"] = round(time.perf_counter() - start, 1)
     (OUT / "detection_nms.json").write_text(json.dumps({"machine": info, "results": results}, indent=2, default=float) + "\n")
     (OUT / "detection_nms.md").write_text(markdown(results, info) + "\n")

@@ -161,7 +161,7 @@ class TwoStageAdapter(nn.Module):
         batch = torch.arange(b, dtype=rois.dtype).repeat_interleave(k).unsqueeze(1)
         rois5 = torch.cat([batch, rois], dim=1)
         maps = [feats[name] for name in self.pool_names]
-        if len(maps) == 1:
+        if len(maps) == 1 or self.mapper.k_min == self.mapper.k_max:  # one level (MobileNet FPN: equal strides)
             return torchvision.ops.roi_align(maps[0], rois5, self.output_size, self.scales[0], self.sampling_ratio, False)
         levels = self.mapper([rois])
         pooled = 0

@@ -39,12 +39,13 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     from edgevision.export.detection import detection_adapter
     from edgevision.export.onnx_export import ExportWrapper
     from edgevision.models.sources import build_model
+    from edgevision.recipe import InputSpec as RecipeInput
     from edgevision.recipe import ModelSpec
     from edgevision.runtime.preprocess import InputSpec, preprocess
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
-    spec = InputSpec.from_dict(recipe_data["input"])
+    spec = InputSpec.from_dict(RecipeInput(**recipe_data["input"]).model_dump())  # recipe defaults filled in
     data = ShapesDataset(images, seed=7, size=tuple(spec.size))
     core = detection_adapter(model, spec.size) if recipe_data["task"] == "detection" else model
     wrapper = ExportWrapper(core, recipe_data["task"], spec.layout)

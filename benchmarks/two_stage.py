@@ -1,0 +1,143 @@
+"""Faster R-CNN end to end: torchvision eager vs torchvision's own ONNX export vs edgevision's graph.
+
+    python benchmarks/two_stage.py            # writes benchmarks/results/two_stage.{json,md}
+
+fasterrcnn_mobilenet_v3_large_320_fpn at 320x320 and 640x640, batch 1, FP32, interleaved rounds:
+  - torchvision eager: model([image tensor]) with its transform set to the benchmark size
+    (so it normalises and does not resize), torch.inference_mode;
+  - torchvision ONNX: the whole model exported by torch.onnx (TorchScript exporter, opset 17, the
+    path torchvision documents), run in ONNX Runtime and OpenVINO (f32 hint);
+  - edgevision: `edgevision compile` (dynamo export, one static graph with the NMS fused), run
+    with Predictor.predict(image) on ONNX Runtime and OpenVINO: numpy pre-processing, inference,
+    post-processing.
+Every variant takes the same uint8 image and returns boxes in its pixels. Random weights with
+BatchNorm statistics re-estimated (pretrained weights cannot be downloaded here); the RPN and box
+head thresholds are torchvision's defaults, so the amount of NMS work is a random-weight model's.
+Parity of edgevision's graph against torchvision eager is in tests/test_two_stage.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import openvino as ov
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgevision import api, load  # noqa: E402
+from edgevision.bench.latency import interleaved, summarize  # noqa: E402
+from edgevision.bench.machine import machine  # noqa: E402
+from edgevision.console import Reporter  # noqa: E402
+from edgevision.data import ShapesDataset  # noqa: E402
+from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
+from edgevision.models.sources import build_model  # noqa: E402
+from edgevision.recipe import ModelSpec, parse_recipe  # noqa: E402
+
+OUT = Path(__file__).parent / "results"
+ROUNDS = int(os.environ.get("ROUNDS", "20"))
+MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+SIZES = (320, 640)
+LABELS = ["background", "circle", "square", "triangle"]
+
+
+class Quiet(Reporter):
+    def info(self, message: str) -> None:
+        pass
+
+
+class WholeGraph(torch.nn.Module):
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple:
+        out = self.model([x[0]])[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
+def bench(size: int, root: Path) -> dict:
+    data = {"name": f"frcnn{size}", "task": "detection", "model": {"source": MODEL, "labels": LABELS},
+            "input": {"size": [size, size]}, "targets": [{"backend": "onnxruntime"}, {"backend": "openvino"}],
+            "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / f"frcnn{size}")}
+    data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"frcnn{size}.pt"))
+    start = time.perf_counter()
+    manifest = api.compile(parse_recipe(data), reporter=Quiet())
+    compile_s = time.perf_counter() - start
+    model = build_model(ModelSpec(**data["model"]))
+    model.transform.min_size, model.transform.max_size = (size,), size  # no resize: same input as ours
+    whole = root / f"whole{size}.onnx"
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(WholeGraph(model), (torch.rand(1, 3, size, size),), str(whole), dynamo=False, opset_version=17,
+                          input_names=["images"], output_names=["boxes", "scores", "labels"])
+    model.eval()
+    whole_ort = ort.InferenceSession(str(whole), providers=["CPUExecutionProvider"])
+    core = ov.Core()
+    whole_ov = core.compile_model(core.read_model(str(whole)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    ours = {b: load(root / f"frcnn{size}" / f"{b}-fp32") for b in ("onnxruntime", "openvino")}
+    image = ShapesDataset(1, seed=11, size=(size, size))[0].image
+
+    def to_tensor() -> np.ndarray:
+        return (image.astype(np.float32) / 255).transpose(2, 0, 1)[None]
+
+    def eager() -> None:
+        with torch.inference_mode():
+            model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
+
+    fns = {
+        "torchvision eager": eager,
+        "torchvision ONNX, onnxruntime": lambda: whole_ort.run(None, {"images": to_tensor()}),
+        "torchvision ONNX, openvino": lambda: whole_ov.infer({"images": to_tensor()}),
+        "edgevision, onnxruntime": lambda: ours["onnxruntime"].predict(image),
+        "edgevision, openvino": lambda: ours["openvino"].predict(image),
+    }
+    e2e = {k: summarize(v) for k, v in interleaved(fns, ROUNDS, warmup=2).items()}
+    return {"model": MODEL, "size": size, "e2e_ms": e2e, "compile_seconds": round(compile_s, 1),
+            "ops": manifest["export"]["ops"], "nodes": manifest["export"]["nodes"],
+            "parity_vs_pytorch": {v["name"]: v["parity"] for v in manifest["variants"]}}
+
+
+def markdown(results: list, info: dict) -> str:
+    lines = ["# Faster R-CNN end to end (batch 1, FP32)", "",
+             f"Machine: {info['cpu']}, {info['cores']} cores ({' '.join(info['isa'])}), {info['threads']} threads; "
+             f"median of {ROUNDS} interleaved rounds; {info['seconds']:.0f} s in all. Random weights (BatchNorm re-estimated).", ""]
+    for r in results:
+        e = r["e2e_ms"]
+        eager = e["torchvision eager"]["p50"]
+        lines += [f"## {r['model']} at {r['size']}x{r['size']}", "",
+                  "| end to end | p50 ms | p90 ms | min ms | max ms | vs torchvision eager |", "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {v['p50']:.1f} | {v['p90']:.1f} | {v['min']:.1f} | {v['max']:.1f} | {eager / v['p50']:.2f}x |"
+                  for k, v in e.items()]
+        ops = r["ops"]
+        lines += ["", f"edgevision graph: {r['nodes']} nodes, {ops.get('RoiAlign', 0)} RoiAlign, "
+                  f"{ops.get('NonMaxSuppression', 0)} NonMaxSuppression, no Loop/If; compiled in {r['compile_seconds']} s.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    OUT.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [bench(size, Path(tmp)) for size in SIZES]
+    info = machine(threads)
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    (OUT / "two_stage.json").write_text(json.dumps({"machine": info, "rounds": ROUNDS, "results": results}, indent=2) + "\n")
+    (OUT / "two_stage.md").write_text(markdown(results, info) + "\n")
+    print(markdown(results, info))
+
+
+if __name__ == "__main__":
+    main()
