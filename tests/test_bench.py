@@ -145,6 +145,10 @@ def test_html_is_self_contained_with_plots(bench_run) -> None:  # noqa: ANN001
     assert len(images) == 3 and all(im.size[0] > 300 and im.size[1] > 200 for im in images)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert '<tr class="failed">' in page and "openvino-bf16" in page
+    no_accuracy = json.loads(json.dumps(report))
+    for row in no_accuracy["variants"]:
+        row.pop("accuracy", None)
+    assert len(_png_images(render_html(no_accuracy))) == 2  # no empty latency-vs-accuracy plot
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

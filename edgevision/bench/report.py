@@ -277,11 +277,16 @@ def figures(report: Dict[str, Any]) -> Dict[str, str]:
     out: Dict[str, str] = {}
     if not rows:
         return out
+    scored = [(r, r["accuracy"][metric]) for r in rows if (r.get("accuracy") or {}).get(metric) is not None]
+    if scored:
+        out["scatter"] = _scatter(plt, scored, title)
+    out.update(_distribution_and_throughput(plt, matplotlib, rows))
+    return out
+
+
+def _scatter(plt: Any, scored: List[Any], title: str) -> str:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r in rows:
-        acc = (r.get("accuracy") or {}).get(metric)
-        if acc is None:
-            continue
+    for r, acc in scored:
         e2e = r["latency"]["e2e"]
         color = _COLORS.get(r["backend"], "#9467bd")
         ax.plot([e2e["p50"], e2e["p99"]], [acc, acc], color=color, linewidth=1.5, alpha=0.5)
@@ -292,9 +297,13 @@ def figures(report: Dict[str, Any]) -> Dict[str, str]:
     ax.set_ylabel(title)
     ax.set_title(f"{title} vs latency (lower right is worse, upper left is better)")
     ax.grid(alpha=0.3)
-    out["scatter"] = _png(fig)
+    png = _png(fig)
     plt.close(fig)
+    return png
 
+
+def _distribution_and_throughput(plt: Any, matplotlib: Any, rows: List[Dict[str, Any]]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(rows) + 1.6), sharey=True)
     names = [r["name"] for r in rows]
     for ax, kind in zip(axes, ("infer", "e2e")):
