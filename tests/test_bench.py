@@ -49,9 +49,9 @@ def test_interleaved_duration_and_minimum_rounds() -> None:
     fns = {"slow": lambda: time.sleep(0.01), "fast": lambda: None}
     short = interleaved(fns, duration=0.001, warmup=0)  # over at once, but every model gets MIN_ROUNDS
     assert short["slow"].size == short["fast"].size == MIN_ROUNDS
-    assert short["slow"].min() >= 9.0 and short["fast"].max() < 5.0
-    longer = interleaved(fns, duration=0.2, warmup=0)
-    assert 10 <= longer["slow"].size <= 25
+    assert short["slow"].min() >= 9.0 and np.median(short["fast"]) < 1.0
+    longer = interleaved(fns, duration=0.2, warmup=0)  # ~0.01 s per round: past the minimum, at most 21 rounds
+    assert MIN_ROUNDS < longer["slow"].size <= 21
     assert interleaved(fns, rounds=2, duration=10.0, warmup=0)["slow"].size == 2  # rounds caps a duration
     with pytest.raises(ValueError):
         interleaved(fns)
