@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from edgevision import api  # noqa: E402
 from edgevision.artifact import read_manifest  # noqa: E402
-from edgevision.bench.report import TABLE_HEADER, detail_rows, metric_title, table_rows, write_reports  # noqa: E402
+from edgevision.bench.report import TABLE_HEADER, detail_rows, table_rows, write_reports  # noqa: E402
 from edgevision.bench.run import BenchOptions, benchmark  # noqa: E402
-from edgevision.console import RichReporter  # noqa: E402
+from edgevision.console import METRIC_TITLE, RichReporter  # noqa: E402
 from edgevision.errors import EdgeVisionError  # noqa: E402
 from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
 from edgevision.recipe import load_recipe, parse_recipe  # noqa: E402
@@ -159,7 +159,7 @@ def headline(reports: List[Dict[str, Any]]) -> List[str]:
         metric = a["metric"]
         base = ((rows.get("pytorch-fp32") or {}).get("accuracy") or {}).get(metric)
         int8 = [r["accuracy"][metric] for r in rep["variants"] if r["precision"] == "int8" and r.get("accuracy")]
-        acc = f"{metric_title(metric)} {base:.4f} -> {max(int8):.4f}" if base is not None and int8 else "- (random weights)"
+        acc = f"{METRIC_TITLE[a['task']]} {base:.4f} -> {max(int8):.4f}" if base is not None and int8 else "- (random weights)"
         lines.append(f"| {a['name']} | {a['input_size'][0]} | {acc} | " + " | ".join(cells) + " |")
     return lines
 
@@ -184,7 +184,7 @@ def markdown(reports: List[Dict[str, Any]], seconds: float, quick: bool, extra: 
     parts += ["", "## Headline: end-to-end p50 ms at batch 1 (speedup against PyTorch FP32)", ""] + headline(reports)
     for rep in reports:
         a = rep["artifact"]
-        header = [h.format(metric=metric_title(a["metric"])) for h in TABLE_HEADER]
+        header = [h.format(metric=METRIC_TITLE[a["task"]]) for h in TABLE_HEADER]
         parts += ["", f"## {a['name']} ({a['task']}, {a['input_size'][0]}x{a['input_size'][1]}), {rep['seconds']:.0f} s", "",
                   "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         parts += ["| " + " | ".join(row) + " |" for row in table_rows(rep)]

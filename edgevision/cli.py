@@ -147,7 +147,7 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
     ) -> None:
         """Print the recipe JSON Schema (for editor completion and validation), or report.json's."""
         if report:
-            from edgevision.bench.report import json_schema
+            from edgevision.bench.schema import json_schema
         else:
             from edgevision.recipe import json_schema
 

@@ -135,13 +135,13 @@ def print_report(report: Dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgevision.bench.report import TABLE_HEADER, metric_title, table_rows
+    from edgevision.bench.report import TABLE_HEADER, table_rows
 
     a = report["artifact"]
     table = Table(title=f"benchmark: {a['name']} ({a['task']}, input {a['input_size']}), e2e batch 1, "
                         f"{report['settings']['threads']} threads")
     for h in TABLE_HEADER:
-        table.add_column(h.format(metric=metric_title(a["metric"])), no_wrap=(h == "variant"))
+        table.add_column(h.format(metric=METRIC_TITLE[a["task"]]), no_wrap=(h == "variant"))
     for row in table_rows(report):
         table.add_row(*row, style=None if row[3] in ("passed", "reference") else "red")
     console = Console()

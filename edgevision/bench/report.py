@@ -1,158 +1,27 @@
-"""The benchmark report: its schema (report.json), and the Markdown and HTML renderings.
+"""The benchmark report rendered: report.md (the table users paste into issues) and a
+self-contained report.html (tables and plots/), written atomically next to report.json.
 
-report.json follows `Report` below; `edgevision schema --report` prints its JSON Schema, and
-docs/report.schema.json is that schema, committed. Times are milliseconds, sizes megabytes,
-accuracy metrics fractions (0..1), accuracy drops points (percent), throughput images per second.
+report.json follows bench/schema.py. Times are milliseconds, sizes megabytes, accuracy metrics
+fractions (0..1), accuracy drops points (percent), throughput images per second.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
-
-SCHEMA_VERSION = 1
-FILES = ("report.json", "report.md", "report.html")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Stats(_Model):
-    """Summary of a sample of timings in ms (percentiles by linear interpolation)."""
-
-    n: int = Field(ge=1, description="Timed calls.")
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    std: float
-    min: float
-    max: float
-
-
-class Latency(_Model):
-    infer: Stats = Field(description="Engine only: the runner's infer() on a pre-processed batch of 1.")
-    e2e: Stats = Field(description="End to end: Predictor.predict(JPEG path), decode + pre-process + infer + post-process.")
-    infer_samples_ms: List[float] = Field(description="Every timed infer() call, in order.")
-    e2e_samples_ms: List[float] = Field(description="Every timed predict() call, in order.")
-
-
-class Throughput(_Model):
-    mode: Literal["sync", "async"] = Field(description="sync: one request at a time; async: many in flight.")
-    batch: int = Field(ge=1)
-    fps: float = Field(description="Images per second, engine only.")
-    requests: int = Field(ge=1, description="Requests in flight.")
-    detail: Dict[str, Any] = Field(default_factory=dict, description="Backend settings (OpenVINO: streams, hint).")
-
-
-class Memory(_Model):
-    rss_start_mb: Optional[float] = Field(description="Resident memory of the probe process before loading the model.")
-    peak_rss_mb: float = Field(description="Peak resident memory of a process that loads the model and predicts.")
-
-
-class Accuracy(_Model):
-    images: int
-    map: Optional[float] = Field(None, description="Detection: box mAP@[.5:.95] (COCO, faster-coco-eval).")
-    map50: Optional[float] = Field(None, description="Detection: box mAP@.5.")
-    mask_map: Optional[float] = Field(None, description="Instance segmentation: mask mAP@[.5:.95].")
-    miou: Optional[float] = Field(None, description="Segmentation: mean IoU over classes.")
-    top1: Optional[float] = Field(None, description="Classification: top-1 accuracy.")
-    top5: Optional[float] = Field(None, description="Classification: top-5 accuracy.")
-
-
-class VariantRow(_Model):
-    name: str
-    backend: str
-    precision: str
-    device: str
-    baseline: bool = Field(description="True for the PyTorch FP32 model the artifact was compiled from.")
-    status: Literal["reference", "passed", "failed", "error", "skipped"] = Field(
-        description="The compile's verdict (passed/failed/error), 'reference' for the baseline, 'skipped' when this "
-        "machine cannot run it (reasons say why).")
-    reasons: List[str] = Field(description="Why a variant failed, errored or was skipped.")
-    notes: List[str] = Field(description="Caveats about this row's numbers.")
-    size_mb: Optional[float] = None
-    compile_seconds: Optional[float] = Field(None, description="Build time of this variant (from the manifest).")
-    accuracy: Optional[Accuracy] = None
-    accuracy_drop: Optional[float] = Field(None, description="Points below the baseline on the artifact's metric.")
-    latency: Optional[Latency] = None
-    speedup: Optional[Dict[Literal["infer", "e2e"], float]] = Field(None, description="Baseline p50 / this p50.")
-    throughput: List[Throughput] = Field(default_factory=list)
-    memory: Optional[Memory] = None
-
-
-class ArtifactInfo(_Model):
-    path: str
-    name: str
-    task: str
-    input_size: List[int]
-    metric: Literal["map", "miou", "top1"] = Field(description="The accuracy metric the table and the gate use.")
-    compiled: Optional[str]
-    recipe_sha256: str
-    export_seconds: Optional[float]
-
-
-class Machine(_Model):
-    cpu: str
-    cores: Optional[int]
-    threads: Optional[int] = Field(description="Threads given to every model, the baseline included.")
-    isa: List[str] = Field(description="Instruction-set extensions present (AVX-512, VNNI, AMX, NEON...).")
-    platform: str
-    libraries: Dict[str, Optional[str]]
-
-
-class Settings(_Model):
-    iterations: Optional[int] = Field(description="Interleaved rounds per latency measurement (None: duration-bound).")
-    duration: Optional[float] = Field(description="Seconds per latency measurement, if duration-bound.")
-    warmup: int
-    batch_sizes: List[int]
-    async_seconds: float
-    accuracy: bool
-    memory: bool
-    accuracy_images: Optional[int] = Field(description="Cap on data.val images (None: all).")
-    quick: bool
-    threads: int
-    e2e_input: str
-
-
-class Report(_Model):
-    schema_version: Literal[1]
-    kind: Literal["edgevision.benchmark"]
-    edgevision: str
-    created: str
-    seconds: float = Field(description="Wall time of the whole benchmark.")
-    artifact: ArtifactInfo
-    machine: Machine
-    settings: Settings
-    notes: List[str] = Field(default_factory=list, description="Caveats about the whole run (e.g. no accuracy: the recipe has no data.val).")
-    variants: List[VariantRow] = Field(description="The baseline first, then every variant of the artifact, failed ones included.")
-
-
-def json_schema() -> Dict[str, Any]:
-    return Report.model_json_schema()
-
-
-# ---------------------------------------------------------------------------------------------
-# Rendering
-
+from edgevision.bench.plots import figures
+from edgevision.bench.schema import Report
+from edgevision.console import METRIC_TITLE
 
 def _f(v: Optional[float], digits: int = 2) -> str:
     if v is None:
         return "-"
     text = f"{v:.{digits}f}"
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
-
-
-def metric_title(metric: str) -> str:
-    return {"map": "mAP", "miou": "mIoU", "top1": "top-1"}[metric]
 
 
 def _fps(row: Dict[str, Any]) -> Optional[float]:
@@ -230,7 +99,7 @@ def _settings_line(report: Dict[str, Any]) -> str:
 
 def render_markdown(report: Dict[str, Any]) -> str:
     a = report["artifact"]
-    title = metric_title(a["metric"])
+    title = METRIC_TITLE[a["task"]]
     header = [h.format(metric=title) for h in TABLE_HEADER]
     parts = [
         f"# Benchmark: {a['name']} ({a['task']}, input {a['input_size'][0]}x{a['input_size'][1]})",
@@ -250,97 +119,6 @@ def render_markdown(report: Dict[str, Any]) -> str:
     if caveats:
         parts += ["", "## Status and caveats", ""] + [f"- {c}" for c in caveats]
     return "\n".join(parts) + "\n"
-
-
-_COLORS = {"torch": "#444444", "onnxruntime": "#1f77b4", "openvino": "#ff7f0e", "tensorrt": "#2ca02c"}
-_MODE_COLORS = ("#17becf", "#9467bd", "#bcbd22", "#8c564b", "#e377c2")
-_MARKERS = {"fp32": "o", "fp16": "s", "bf16": "D", "int8": "^"}
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def figures(report: Dict[str, Any]) -> Dict[str, str]:
-    """The report's plots as base64 PNGs: latency vs accuracy, latency distributions, throughput."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = report["artifact"]["metric"]
-    title = metric_title(metric)
-    rows = [r for r in report["variants"] if r.get("latency")]
-    out: Dict[str, str] = {}
-    if not rows:
-        return out
-    scored = [(r, r["accuracy"][metric]) for r in rows if (r.get("accuracy") or {}).get(metric) is not None]
-    if scored:
-        out["scatter"] = _scatter(plt, scored, title)
-    out.update(_distribution_and_throughput(plt, matplotlib, rows))
-    return out
-
-
-def _scatter(plt: Any, scored: List[Any], title: str) -> str:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for r, acc in scored:
-        e2e = r["latency"]["e2e"]
-        color = _COLORS.get(r["backend"], "#9467bd")
-        ax.plot([e2e["p50"], e2e["p99"]], [acc, acc], color=color, linewidth=1.5, alpha=0.5)
-        ax.scatter([e2e["p50"]], [acc], s=110, color=color, marker="*" if r["baseline"] else _MARKERS.get(r["precision"], "o"),
-                   edgecolor="black", linewidth=0.6, zorder=3)
-        ax.annotate(r["name"], (e2e["p50"], acc), textcoords="offset points", xytext=(7, 5), fontsize=8)
-    ax.set_xlabel("end-to-end latency, ms (marker: p50, line: to p99)")
-    ax.set_ylabel(title)
-    ax.set_title(f"{title} vs latency (lower right is worse, upper left is better)")
-    ax.grid(alpha=0.3)
-    png = _png(fig)
-    plt.close(fig)
-    return png
-
-
-def _distribution_and_throughput(plt: Any, matplotlib: Any, rows: List[Dict[str, Any]]) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.55 * len(rows) + 1.6), sharey=True)
-    names = [r["name"] for r in rows]
-    for ax, kind in zip(axes, ("infer", "e2e")):
-        data = [r["latency"][f"{kind}_samples_ms"] for r in rows]
-        box = ax.boxplot(data, vert=False, patch_artist=True, showfliers=True, widths=0.6,
-                         flierprops={"markersize": 3, "alpha": 0.5})
-        for patch, r in zip(box["boxes"], rows):
-            patch.set_facecolor(_COLORS.get(r["backend"], "#9467bd"))
-            patch.set_alpha(0.8)
-        ax.set_yticks(range(1, len(rows) + 1), names)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel("ms (log scale)")
-        ax.set_title("engine only" if kind == "infer" else "end to end")
-        ax.grid(alpha=0.3, axis="x")
-    fig.suptitle("latency distribution (box: p25-p75, whiskers: 1.5 IQR, dots: outliers)")
-    out["distribution"] = _png(fig)
-    plt.close(fig)
-
-    modes = sorted({(t["mode"], t["batch"]) for r in rows for t in r.get("throughput") or []})
-    if modes:
-        fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) * max(1, len(modes)) / 2 + 1.8))
-        height = 0.8 / len(modes)
-        for j, (mode, batch) in enumerate(modes):
-            vals = [next((t["fps"] for t in r.get("throughput") or [] if (t["mode"], t["batch"]) == (mode, batch)), 0.0)
-                    for r in rows]
-            ax.barh([i + j * height for i in range(len(rows))], vals, height=height, label=f"{mode}, batch {batch}",
-                    color=_MODE_COLORS[j % len(_MODE_COLORS)])
-        ax.set_yticks([i + 0.4 - height / 2 for i in range(len(rows))], names)
-        ax.set_xlabel("images / s (engine only)")
-        ax.set_title("throughput")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3, axis="x")
-        out["throughput"] = _png(fig)
-        plt.close(fig)
-    return out
 
 
 _CSS = """
@@ -366,7 +144,7 @@ def _html_table(header: List[str], rows: List[List[str]], classes: Optional[List
 def render_html(report: Dict[str, Any]) -> str:
     """A self-contained page (plots embedded as PNG data URIs, no scripts, no network)."""
     a = report["artifact"]
-    title = metric_title(a["metric"])
+    title = METRIC_TITLE[a["task"]]
     header = [h.format(metric=title) for h in TABLE_HEADER]
     classes = [r["status"] for r in report["variants"]]
     figs = figures(report)
