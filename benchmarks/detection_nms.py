@@ -13,13 +13,10 @@ and splits edgevision's time into pre-processing, inference and post-processing.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
 import time
-import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +29,13 @@ import torchvision
 from edgevision import api, load
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import machine
-from edgevision.console import Reporter
+from edgevision.console import SilentReporter
 from edgevision.data import ShapesDataset
 from edgevision.export.detection import backbone_features
 from edgevision.models.batchnorm import reestimate_batchnorm
 from edgevision.recipe import parse_recipe
 from edgevision.runtime.preprocess import preprocess
+from whole_graph import contenders, export_whole
 
 OUT = Path(__file__).parent / "results"
 SIZE = 320
@@ -48,20 +46,6 @@ MODELS = {
 }
 
 
-class Quiet(Reporter):
-    def info(self, message: str) -> None:
-        pass
-
-
-class WholeGraph(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple:
-        out = self.model([x[0]])[0]
-        return out["boxes"], out["scores"], out["labels"]
-
 
 def realistic(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -71,14 +55,6 @@ def realistic(name: str) -> torch.nn.Module:
     images = [ShapesDataset(4, seed=3, size=(SIZE, SIZE))[i].image for i in range(4)]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     return reestimate_batchnorm(model, [x], lambda b: model.head(backbone_features(model, model.transform(list(b))[0].tensors)))
-
-
-def export_whole(model: torch.nn.Module, path: Path) -> int:
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(WholeGraph(model), (torch.rand(1, 3, SIZE, SIZE),), str(path), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["boxes", "scores", "labels"])
-    return len(onnx.load(str(path)).graph.node)
 
 
 def compile_ours(name: str, model: torch.nn.Module, mean: tuple, std: tuple, root: Path) -> dict:
@@ -92,36 +68,19 @@ def compile_ours(name: str, model: torch.nn.Module, mean: tuple, std: tuple, roo
         "verify": {"images": 2, "timing_rounds": 0},
         "output": str(root / name),
     })
-    return api.compile(recipe, reporter=Quiet())
+    return api.compile(recipe, reporter=SilentReporter())
 
 
 def bench(name: str, mean: tuple, std: tuple, root: Path) -> dict:
     model = realistic(name)
     image = ShapesDataset(1, seed=11, size=(SIZE, SIZE))[0].image
     whole_path = root / f"{name}.whole.onnx"
-    whole_nodes = export_whole(model, whole_path)
+    whole_nodes = export_whole(model, whole_path, SIZE)
     manifest = compile_ours(name, model, mean, std, root)
-    model.eval()  # exporting may leave the module in training mode
-    whole_ort = ort.InferenceSession(str(whole_path), providers=["CPUExecutionProvider"])
-    core = ov.Core()
-    whole_ov = core.compile_model(core.read_model(str(whole_path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
     ours = {b: load(root / name / f"{b}-fp32") for b in ("onnxruntime", "openvino")}
-
-    def to_tensor() -> np.ndarray:
-        return (image.astype(np.float32) / 255).transpose(2, 0, 1)[None]
-
-    def eager() -> None:
-        with torch.inference_mode():
-            model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
-
-    fns = {
-        "torchvision eager": eager,
-        "torchvision ONNX, onnxruntime": lambda: whole_ort.run(None, {"images": to_tensor()}),
-        "torchvision ONNX, openvino": lambda: whole_ov.infer({"images": to_tensor()}),
-        "edgevision fused, onnxruntime": lambda: ours["onnxruntime"].predict(image),
-        "edgevision fused, openvino": lambda: ours["openvino"].predict(image),
-    }
+    fns = contenders(model, whole_path, ours, image, "edgevision fused")
     e2e = {k: summarize(v) for k, v in interleaved(fns, ROUNDS, warmup=2).items()}
+    core = ov.Core()
     tensors = root / f"{name}.tensors.onnx"  # our graph without decode-to-NMS: backbone + head + decode
     onnx.utils.extract_model(str(root / name / "model.onnx"), str(tensors), ["images"], ["boxes_pre_nms", "scores_pre_nms"])
     tensor_part = {"onnxruntime": ort.InferenceSession(str(tensors), providers=["CPUExecutionProvider"]),

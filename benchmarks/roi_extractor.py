@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgevision import api  # noqa: E402
 from edgevision.bench.latency import interleaved, summarize  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
-from edgevision.console import Reporter  # noqa: E402
+from edgevision.console import SilentReporter  # noqa: E402
 from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
 from edgevision.recipe import parse_recipe  # noqa: E402
 
@@ -100,10 +100,6 @@ def fuse(model: Any) -> int:
     return done
 
 
-class Quiet(Reporter):
-    def info(self, message: str) -> None:
-        pass
-
 
 def main() -> None:
     core = ov.Core()
@@ -126,7 +122,7 @@ def main() -> None:
                 "input": {"size": [320, 320]}, "targets": [{"backend": "onnxruntime"}],
                 "verify": {"images": 2, "timing_rounds": 0}, "output": f"{tmp}/frcnn"}
         data["model"]["checkpoint"] = str(reestimated_checkpoint(data, Path(tmp) / "frcnn.pt"))
-        api.compile(parse_recipe(data), reporter=Quiet())
+        api.compile(parse_recipe(data), reporter=SilentReporter())
         plain, rewritten = core.read_model(f"{tmp}/frcnn/model.onnx"), core.read_model(f"{tmp}/frcnn/model.onnx")
         name = plain.inputs[0].get_any_name()
         for m in (plain, rewritten):

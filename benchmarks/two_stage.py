@@ -18,19 +18,13 @@ Parity of edgevision's graph against torchvision eager is in tests/test_two_stag
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
 import tempfile
 import time
-import warnings
-from contextlib import redirect_stdout
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-import openvino as ov
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -38,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgevision import api, load  # noqa: E402
 from edgevision.bench.latency import interleaved, summarize  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
-from edgevision.console import Reporter  # noqa: E402
+from edgevision.console import SilentReporter  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
 from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402
 from edgevision.recipe import ModelSpec, parse_recipe  # noqa: E402
+from whole_graph import contenders, export_whole  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 ROUNDS = int(os.environ.get("ROUNDS", "20"))
@@ -51,20 +46,6 @@ SIZES = (320, 640)
 LABELS = ["background", "circle", "square", "triangle"]
 
 
-class Quiet(Reporter):
-    def info(self, message: str) -> None:
-        pass
-
-
-class WholeGraph(torch.nn.Module):
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> tuple:
-        out = self.model([x[0]])[0]
-        return out["boxes"], out["scores"], out["labels"]
-
 
 def bench(size: int, root: Path) -> dict:
     data = {"name": f"frcnn{size}", "task": "detection", "model": {"source": MODEL, "labels": LABELS},
@@ -72,36 +53,15 @@ def bench(size: int, root: Path) -> dict:
             "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / f"frcnn{size}")}
     data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"frcnn{size}.pt"))
     start = time.perf_counter()
-    manifest = api.compile(parse_recipe(data), reporter=Quiet())
+    manifest = api.compile(parse_recipe(data), reporter=SilentReporter())
     compile_s = time.perf_counter() - start
     model = build_model(ModelSpec(**data["model"]))
     model.transform.min_size, model.transform.max_size = (size,), size  # no resize: same input as ours
     whole = root / f"whole{size}.onnx"
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(WholeGraph(model), (torch.rand(1, 3, size, size),), str(whole), dynamo=False, opset_version=17,
-                          input_names=["images"], output_names=["boxes", "scores", "labels"])
-    model.eval()
-    whole_ort = ort.InferenceSession(str(whole), providers=["CPUExecutionProvider"])
-    core = ov.Core()
-    whole_ov = core.compile_model(core.read_model(str(whole)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    export_whole(model, whole, size)
     ours = {b: load(root / f"frcnn{size}" / f"{b}-fp32") for b in ("onnxruntime", "openvino")}
     image = ShapesDataset(1, seed=11, size=(size, size))[0].image
-
-    def to_tensor() -> np.ndarray:
-        return (image.astype(np.float32) / 255).transpose(2, 0, 1)[None]
-
-    def eager() -> None:
-        with torch.inference_mode():
-            model([torch.from_numpy(image).permute(2, 0, 1).float() / 255])
-
-    fns = {
-        "torchvision eager": eager,
-        "torchvision ONNX, onnxruntime": lambda: whole_ort.run(None, {"images": to_tensor()}),
-        "torchvision ONNX, openvino": lambda: whole_ov.infer({"images": to_tensor()}),
-        "edgevision, onnxruntime": lambda: ours["onnxruntime"].predict(image),
-        "edgevision, openvino": lambda: ours["openvino"].predict(image),
-    }
+    fns = contenders(model, whole, ours, image, "edgevision")
     e2e = {k: summarize(v) for k, v in interleaved(fns, ROUNDS, warmup=2).items()}
     return {"model": MODEL, "size": size, "e2e_ms": e2e, "compile_seconds": round(compile_s, 1),
             "ops": manifest["export"]["ops"], "nodes": manifest["export"]["nodes"],

@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgevision import api, load  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
-from edgevision.console import Reporter  # noqa: E402
+from edgevision.console import SilentReporter  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
-from edgevision.export.two_stage import torchvision_two_stage  # noqa: E402
+from edgevision.export.two_stage import as_contract, torchvision_two_stage  # noqa: E402
 from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402
 from edgevision.recipe import ModelSpec, parse_recipe  # noqa: E402
@@ -39,22 +39,6 @@ LABELS = ["background", "circle", "square", "triangle"]
 THRESHOLD = 0.01
 
 
-class Quiet(Reporter):
-    def info(self, message: str) -> None:
-        pass
-
-
-def padded(dets: list, k: int) -> dict:
-    import numpy as np
-
-    out = {"num_dets": np.zeros((len(dets), 1), np.int32), "boxes": np.zeros((len(dets), k, 4), np.float32),
-           "scores": np.zeros((len(dets), k), np.float32), "labels": np.zeros((len(dets), k), np.int32)}
-    for i, d in enumerate(dets):
-        n = len(d["boxes"])
-        out["num_dets"][i, 0] = n
-        out["boxes"][i, :n], out["scores"][i, :n], out["labels"][i, :n] = d["boxes"], d["scores"], d["labels"]
-    return out
-
 
 def check(source: str, size: int, root: Path) -> list:
     data = {"name": source, "task": "detection", "model": {"source": source, "labels": LABELS},
@@ -63,14 +47,14 @@ def check(source: str, size: int, root: Path) -> list:
             "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / source)}
     data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"{source}.pt"))
     start = time.perf_counter()
-    manifest = api.compile(parse_recipe(data), reporter=Quiet())
+    manifest = api.compile(parse_recipe(data), reporter=SilentReporter())
     seconds = time.perf_counter() - start
     model = build_model(ModelSpec(**data["model"]))
     model.roi_heads.score_thresh = THRESHOLD
     shapes = ShapesDataset(4, seed=21, size=(size, size))
     batch = preprocess([shapes[i].image for i in range(4)], InputSpec.from_dict(manifest["input"]))[0]
     with torch.no_grad():
-        expected = padded(torchvision_two_stage(model, torch.from_numpy(batch)), manifest["nms"]["max_detections"])
+        expected = as_contract(torchvision_two_stage(model, torch.from_numpy(batch)), manifest["nms"]["max_detections"])
     rows = []
     for backend in ("onnxruntime", "openvino"):
         with load(root / source / f"{backend}-fp32") as predictor:

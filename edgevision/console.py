@@ -19,6 +19,13 @@ class Reporter:
         yield lambda n=1, note="": None
 
 
+class SilentReporter(Reporter):
+    """Says nothing (tests, benchmark scripts)."""
+
+    def info(self, message: str) -> None:
+        pass
+
+
 class RichReporter(Reporter):
     def __init__(self) -> None:
         from rich.console import Console

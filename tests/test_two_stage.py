@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ import edgevision
 from conftest import calibrated_checkpoint, recipe_dict
 from edgevision.data.shapes import ShapesDataset
 from edgevision.errors import ExportError
-from edgevision.export.two_stage import TwoStageAdapter, nms_keep_mask, torchvision_two_stage
+from edgevision.export.two_stage import TwoStageAdapter, as_contract, nms_keep_mask, torchvision_two_stage
 from edgevision.models.sources import build_model
 from edgevision.ops.nms import nms_reference
 from edgevision.recipe import ModelSpec
@@ -35,18 +34,6 @@ def _model_and_batch(source: str, size: int, tmp_path: Path, images: int = 2) ->
     return model, x
 
 
-def _as_outputs(dets: list[dict[str, torch.Tensor]], k: int) -> dict[str, np.ndarray]:
-    """torchvision's per-image dicts as the padded contract outputs."""
-    b = len(dets)
-    out = {"num_dets": np.zeros((b, 1), np.int32), "boxes": np.zeros((b, k, 4), np.float32),
-           "scores": np.zeros((b, k), np.float32), "labels": np.zeros((b, k), np.int32)}
-    for i, d in enumerate(dets):
-        n = len(d["boxes"])
-        out["num_dets"][i, 0] = n
-        out["boxes"][i, :n], out["scores"][i, :n], out["labels"][i, :n] = d["boxes"], d["scores"], d["labels"]
-    return out
-
-
 @pytest.mark.parametrize("source,size", [("fasterrcnn_mobilenet_v3_large_320_fpn", 320), ("fasterrcnn_resnet50_fpn", 192)])
 def test_adapter_equals_torchvision(source: str, size: int, tmp_path: Path) -> None:
     model, x = _model_and_batch(source, size, tmp_path)
@@ -58,7 +45,7 @@ def test_adapter_equals_torchvision(source: str, size: int, tmp_path: Path) -> N
     params = adapter.nms_params()
     ours = nms_reference(boxes.numpy(), scores.numpy(), params)
     assert [len(d["boxes"]) for d in expected] == list(ours["num_dets"][:, 0])
-    m = compare_detections([_as_outputs(expected, params.max_detections)], [ours])
+    m = compare_detections([as_contract(expected, params.max_detections)], [ours])
     assert m["detections"] >= 100 and m["matched"] == m["matched_candidate"] == 1.0 and m["max_score_diff"] < 1e-5
     if source.startswith("fasterrcnn_resnet50"):  # four FPN levels: the level mapping is exercised
         assert adapter.scales == [0.25, 0.125, 0.0625, 0.03125]
@@ -95,7 +82,7 @@ def test_artifact_matches_torchvision_on_every_backend(frcnn, tmp_path: Path) ->
     shapes = ShapesDataset(3, seed=21, size=(320, 320))
     batch = preprocess([shapes[i].image for i in range(3)], spec)[0]  # batch > 1
     with torch.no_grad():
-        expected = _as_outputs(torchvision_two_stage(model, torch.from_numpy(batch)), manifest["nms"]["max_detections"])
+        expected = as_contract(torchvision_two_stage(model, torch.from_numpy(batch)), manifest["nms"]["max_detections"])
     for name in ("onnxruntime-fp32", "openvino-fp32"):
         with edgevision.load(root / name) as predictor:
             got = predictor.runner.infer({"images": batch})

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
@@ -200,3 +201,16 @@ def torchvision_two_stage(model: FasterRCNN, images: torch.Tensor) -> list[dict[
     proposals, _ = model.rpn(image_list, feats)
     detections, _ = model.roi_heads(feats, proposals, image_list.image_sizes)
     return detections
+
+
+def as_contract(detections: list[dict[str, torch.Tensor]], k: int) -> dict[str, np.ndarray]:
+    """torchvision's per-image detection dicts as the padded contract outputs (num_dets [B,1],
+    boxes [B,k,4], scores [B,k], labels [B,k]), to compare with an artifact's outputs."""
+    b = len(detections)
+    out = {"num_dets": np.zeros((b, 1), np.int32), "boxes": np.zeros((b, k, 4), np.float32),
+           "scores": np.zeros((b, k), np.float32), "labels": np.zeros((b, k), np.int32)}
+    for i, d in enumerate(detections):
+        n = len(d["boxes"])
+        out["num_dets"][i, 0] = n
+        out["boxes"][i, :n], out["scores"][i, :n], out["labels"][i, :n] = d["boxes"], d["scores"], d["labels"]
+    return out
