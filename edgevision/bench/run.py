@@ -120,8 +120,9 @@ def benchmark(target: Path, options: Optional[BenchOptions] = None, reporter: Op
     models = _open_models(artifact, manifest, s, options.variants, reporter)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            image = _sample_image(manifest, Path(tmp))
-            notes = _accuracy(manifest, models, s, reporter) if s["accuracy"] else ["accuracy not measured (--no-accuracy)"]
+            val = _val_dataset(manifest)
+            image = _sample_image(manifest, val, Path(tmp))
+            notes = _accuracy(manifest, val, models, s, reporter) if s["accuracy"] else ["accuracy not measured (--no-accuracy)"]
             _latency(manifest, models, image, s, reporter)
             _throughput(manifest, models, image, s, reporter)
             if s["memory"]:
@@ -178,12 +179,11 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
     return models
 
 
-def _sample_image(manifest: Dict[str, Any], tmp: Path) -> Path:
+def _sample_image(manifest: Dict[str, Any], val: Any, tmp: Path) -> Path:
     """The end-to-end input: the first data.val image (or a generated one) as a JPEG file, so
     decoding is part of the end-to-end time, as in a camera application reading frames."""
     from PIL import Image
 
-    val = _val_dataset(manifest)
     if val is not None and len(val) > 0:
         pixels = val[0].image
     else:
@@ -205,13 +205,12 @@ def _val_dataset(manifest: Dict[str, Any]) -> Any:
     return open_dataset(DataSource(**val), tuple(manifest["input"]["size"]))
 
 
-def _accuracy(manifest: Dict[str, Any], models: List[_Model], s: Dict[str, Any], reporter: Reporter) -> List[str]:
+def _accuracy(manifest: Dict[str, Any], val: Any, models: List[_Model], s: Dict[str, Any], reporter: Reporter) -> List[str]:
     """Task metrics of every open model on data.val (or its first accuracy_images); returns notes
     for the whole report."""
     from edgevision.data import Selection
     from edgevision.eval.metrics import evaluate
 
-    val = _val_dataset(manifest)
     if val is None:
         return ["accuracy not measured: the recipe has no data.val"]
     if s["accuracy_images"] is not None and s["accuracy_images"] < len(val):
