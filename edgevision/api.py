@@ -28,7 +28,7 @@ from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
 from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, TargetSpec, load_recipe
-from edgevision.runtime.predictor import Predictor
+from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
 
 _BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",
@@ -124,7 +124,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         _check_label_space(recipe, val, labels)
     with Staging(recipe.output_dir) as stage, tempfile.TemporaryDirectory() as scratch:
         reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
-        pre_nms = Path(scratch) / "pre_nms.onnx" if nms is not None else None
+        pre_nms = Path(scratch) / "pre_nms.onnx" if wrapper.appends_nms else None
         export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels, nms, pre_nms)
         context = {"pre_nms": pre_nms, "nms": nms}
         reporter.info(f"exported: {export_info['nodes']} nodes ({export_info['nodes_exported']} before cleanup) in {export_info['seconds']} s")
@@ -170,9 +170,9 @@ def _reference(recipe: Recipe) -> tuple[Any, Optional[NMSParams], Any]:
     from edgevision.models.sources import build_model
 
     model = build_model(recipe.model)
-    core, nms = _detection_core(model, recipe) if recipe.task == "detection" else (model, None)
+    core, nms = _detection_core(model, recipe) if recipe.task in DETECTION_TASKS else (model, None)
     wrapper = ExportWrapper(core, recipe.task, recipe.input.layout, recipe.export.argmax)
-    post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if nms is not None else None
+    post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if wrapper.appends_nms else None
     return wrapper, nms, TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
 
 
@@ -205,7 +205,7 @@ def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
     """The export adapter of a detector and its NMS parameters (recipe overrides model defaults)."""
     from edgevision.export.detection import detection_adapter
 
-    adapter = detection_adapter(model, recipe.input.size)
+    adapter = detection_adapter(model, recipe.input.size, recipe.task)
     try:
         return adapter, adapter.nms_params(**recipe.export.nms.model_dump())
     except ValueError as e:
@@ -215,7 +215,7 @@ def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
 def _check_label_space(recipe: Recipe, val: Any, labels: list[str]) -> None:
     if not val.categories:
         return
-    if recipe.task == "detection":  # matched by name; extra labels such as 'background' are fine
+    if recipe.task in DETECTION_TASKS:  # matched by name; extra labels such as 'background' are fine
         missing = [c for c in val.categories if c not in labels]
         if missing:
             raise DataError(f"data.val ({val.name}) has categories {missing} that are not in model.labels {labels}")
@@ -266,7 +266,7 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
         if note:
             entry["verified_with"] = note
         tolerance = recipe.verify.tolerance(target.precision, recipe.task)
-        entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds], tolerance.match_iou)
+        entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds], tolerance)
         if hasattr(runner, "execution_precision"):
             entry["execution_precision"] = runner.execution_precision
     except EdgeVisionError as e:

@@ -85,8 +85,10 @@ def _parity_text(parity: Dict[str, Any]) -> str:
     return f"cos {parity['min_cosine']:.5f} / agree {agree:.4f}"
 
 
-METRIC = {"segmentation": "miou", "classification": "top1", "detection": "map"}
-METRIC_TITLE = {"segmentation": "mIoU", "classification": "top-1", "detection": "mAP"}
+METRIC = {"segmentation": "miou", "classification": "top1", "detection": "map", "instance_segmentation": "mask_map",
+          "keypoints": "map"}
+METRIC_TITLE = {"segmentation": "mIoU", "classification": "top-1", "detection": "mAP", "instance_segmentation": "mask mAP",
+                "keypoints": "box mAP"}
 SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "accuracy", "drop pts", "infer ms", "e2e ms", "speedup", "status"]
 
 

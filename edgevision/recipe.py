@@ -143,6 +143,10 @@ class Tolerance(_Strict):
     max_abs_diff: Optional[float] = Field(None, gt=0, description="On logits; null = not checked.")
     min_agreement: float = Field(ge=0, le=1, description="Top-1, pixel, or matched-detection agreement.")
     match_iou: float = Field(0.99, gt=0, lt=1, description="Detection: two detections match at IoU above this (same label).")
+    min_mask_iou: float = Field(0.98, ge=0, le=1, description="Instance segmentation: matched instances whose pasted "
+                                "masks overlap at least this much (IoU) must be min_agreement of them.")
+    max_keypoint_px: float = Field(1.0, gt=0, description="Keypoints: matched instances' keypoints within this many "
+                                   "pixels must be min_agreement of them.")
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerance] = {
@@ -155,10 +159,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerance] = {
 
 DETECTION_TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(min_cosine=0, max_abs_diff=1e-3, min_agreement=0.99),
-    "fp16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.95, match_iou=0.9),
-    "bf16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.9, match_iou=0.9),
+    "fp16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.95, match_iou=0.9, min_mask_iou=0.9, max_keypoint_px=4),
+    "bf16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.9, match_iou=0.9, min_mask_iou=0.9, max_keypoint_px=4),
     # INT8 moves boxes by a pixel or two: parity is "same objects found"; accuracy is verify.max_drop's job
-    "int8": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.8, match_iou=0.5),
+    "int8": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.8, match_iou=0.5, min_mask_iou=0.7, max_keypoint_px=8),
 }
 
 
@@ -166,7 +170,8 @@ class MaxDrop(_Strict):
     """Accuracy gate: the most a variant may lose against the FP32 PyTorch model on data.val, in
     percentage points (0.5 = half a point of mAP). The task's metric is checked; null = not gated."""
 
-    map: Optional[float] = Field(1.0, ge=0, le=100, description="Box mAP@[.5:.95] (detection).")
+    map: Optional[float] = Field(1.0, ge=0, le=100, description="Box mAP@[.5:.95] (detection, keypoints).")
+    mask_map: Optional[float] = Field(1.0, ge=0, le=100, description="Mask mAP@[.5:.95] (instance_segmentation).")
     miou: Optional[float] = Field(1.0, ge=0, le=100, description="mIoU (segmentation).")
     top1: Optional[float] = Field(1.0, ge=0, le=100, description="Top-1 accuracy (classification).")
 
@@ -181,7 +186,7 @@ class VerifySpec(_Strict):
     def tolerance(self, precision: str, task: str = "classification") -> Tolerance:
         if precision in self.tolerances:
             return self.tolerances[precision]  # type: ignore[index]
-        if task == "detection":  # agreement = matched detections, max_abs_diff = score difference
+        if task in ("detection", "instance_segmentation", "keypoints"):  # agreement = matched detections, max_abs_diff = score difference
             return DETECTION_TOLERANCES[precision]
         return DEFAULT_TOLERANCES[precision]
 
@@ -281,8 +286,6 @@ class Recipe(_Strict):
         if max(self.benchmark.batch_sizes) > 1 and not self.export.dynamic_batch:
             raise ValueError(f"benchmark.batch_sizes: {self.benchmark.batch_sizes} needs export.dynamic_batch: true "
                              "(the graph is exported for batch 1)")
-        if self.task in ("instance_segmentation", "keypoints"):
-            raise ValueError(f"task '{self.task}' is not supported by this version yet (classification, segmentation, detection)")
         return self
 
     @property

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torchvision
 
 import edgevision
 from conftest import calibrated_checkpoint, recipe_dict
 from edgevision.data.shapes import ShapesDataset
 from edgevision.errors import ExportError
-from edgevision.export.two_stage import TwoStageAdapter, as_contract, nms_keep_mask, torchvision_two_stage
+from edgevision.export.rcnn_ops import nms_keep_mask
+from edgevision.export.two_stage import TwoStageAdapter, as_contract, torchvision_two_stage
 from edgevision.models.sources import build_model
 from edgevision.ops.nms import nms_reference
 from edgevision.recipe import ModelSpec
@@ -51,17 +54,35 @@ def test_adapter_equals_torchvision(source: str, size: int, tmp_path: Path) -> N
         assert adapter.scales == [0.25, 0.125, 0.0625, 0.03125]
 
 
-def test_nms_keep_mask_is_torchvision_nms() -> None:
+@pytest.mark.parametrize("groups", [1, 3])
+def test_nms_keep_mask_is_torchvision_batched_nms(groups: int, tmp_path: Path) -> None:
+    """The eager op and its ONNX lowering (run in ONNX Runtime) against torchvision's batched_nms."""
+    import onnxruntime as ort
+
+    from edgevision.export.rcnn_ops import CUSTOM_OPS
+
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(2, 300, 2, generator=g) * 100
     boxes = torch.cat([xy, xy + 5 + torch.rand(2, 300, 2, generator=g) * 40], dim=-1)
     scores = torch.rand(2, 300, generator=g)
     scores[0, :50] = -1.0  # not candidates: must neither survive nor suppress
-    keep = nms_keep_mask(boxes, scores, 0.5)
+    labels = torch.randint(0, groups, (2, 300), generator=g)
+
+    class Keep(torch.nn.Module):
+        def forward(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+            return nms_keep_mask(boxes, scores, labels, groups, 0.5)
+
+    keep = Keep()(boxes, scores, labels)
+    path = tmp_path / "keep.onnx"
+    torch.onnx.export(Keep(), (boxes, scores, labels), str(path), dynamo=True, custom_translation_table=CUSTOM_OPS,
+                      input_names=["boxes", "scores", "labels"])
+    lowered = ort.InferenceSession(str(path)).run(None, {"boxes": boxes.numpy(), "scores": scores.numpy(),
+                                                          "labels": labels.numpy()})[0]
     for b in range(2):
         valid = torch.nonzero(scores[b] >= 0).squeeze(1)
-        expected = set(valid[torch.ops.torchvision.nms(boxes[b, valid], scores[b, valid], 0.5)].tolist())
+        expected = set(valid[torchvision.ops.batched_nms(boxes[b, valid], scores[b, valid], labels[b, valid], 0.5)].tolist())
         assert set(torch.nonzero(keep[b]).squeeze(1).tolist()) == expected
+        assert set(np.flatnonzero(lowered[b]).tolist()) == expected
     assert keep[0, :50].sum() == 0
 
 
@@ -99,8 +120,9 @@ def test_unsupported_two_stage_variants(tmp_path: Path) -> None:
 
     from conftest import Quiet
 
-    model = build_model(ModelSpec(source="maskrcnn_resnet50_fpn", labels=LABELS))
-    with pytest.raises(ExportError, match="Mask R-CNN is not supported"):
+    model = build_model(ModelSpec(source="fasterrcnn_mobilenet_v3_large_320_fpn", labels=LABELS))
+    model.roi_heads.box_roi_pool = torchvision.ops.RoIPool(7, 1 / 16)
+    with pytest.raises(ExportError, match="roi_heads.box_roi_pool is RoIPool; only MultiScaleRoIAlign exports"):
         TwoStageAdapter(model, (128, 128))
     data = recipe_dict("ts", "detection", "fasterrcnn_mobilenet_v3_large_320_fpn", 160, tmp_path,
                        export={"exporter": "torchscript"})

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgevision.data.types import Dataset
 from edgevision.errors import DataError
-from edgevision.runtime.predictor import Predictor
+from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:
@@ -33,9 +33,10 @@ def iou_from_confusion(cm: np.ndarray) -> dict[str, Any]:
 def evaluate(
     predictor: Predictor, dataset: Dataset, progress: Optional[Callable[[], None]] = None
 ) -> dict[str, Any]:
-    """mIoU for segmentation, top-1/top-5 for classification, COCO mAP for detection;
+    """mIoU for segmentation, top-1/top-5 for classification, COCO box (and mask) mAP for detection
+    and instance segmentation;
     `progress` is called per image."""
-    if predictor.task == "detection":
+    if predictor.task in DETECTION_TASKS:
         from edgevision.eval.coco import coco_map
 
         return coco_map(predictor, dataset, progress)

@@ -31,7 +31,8 @@ from edgevision.errors import ExportError
 from edgevision.ops.nms import NMSParams
 
 SUPPORTED = ("SSD (ssd300_vgg16, ssdlite320_mobilenet_v3_large), RetinaNet (retinanet_resnet50_fpn[_v2]), FCOS "
-             "(fcos_resnet50_fpn), Faster R-CNN (fasterrcnn_mobilenet_v3_large[_320]_fpn, fasterrcnn_resnet50_fpn[_v2])")
+             "(fcos_resnet50_fpn), Faster R-CNN (fasterrcnn_mobilenet_v3_large[_320]_fpn, fasterrcnn_resnet50_fpn[_v2]), "
+             "Mask R-CNN (maskrcnn_resnet50_fpn[_v2]), Keypoint R-CNN (keypointrcnn_resnet50_fpn)")
 
 
 def family_of(model: nn.Module) -> str:
@@ -124,13 +125,17 @@ def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[s
     return model.postprocess_detections(head_split, anchors_split, [size] * images.shape[0])
 
 
-def detection_adapter(model: nn.Module, size: tuple[int, int]) -> nn.Module:
-    """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's."""
-    from edgevision.export.two_stage import TwoStageAdapter, is_two_stage
+def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "detection") -> nn.Module:
+    """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's.
+    task: detection, or instance_segmentation / keypoints (Mask / Keypoint R-CNN only)."""
+    from edgevision.export.two_stage import SUPPORTED as TWO_STAGE, TwoStageAdapter, is_two_stage
 
+    if is_two_stage(model):
+        return TwoStageAdapter(model, size, task)
+    if task != "detection":
+        raise ExportError(f"task '{task}' needs a two-stage model with that head ({TWO_STAGE}); "
+                          f"{type(model).__name__} is a one-stage detector (use task: detection)")
     own = getattr(model, "export_adapter", None)
     if callable(own):
         return own(size)
-    if is_two_stage(model):
-        return TwoStageAdapter(model, size)
     return OneStageAdapter(model, size)

@@ -4,6 +4,8 @@ classification: logits [B,C]; segmentation: logits [B,C,H,W] (+ labels [B,H,W] i
 export.argmax). torchvision's segmentation models return a dict: it is flattened here.
 detection: an adapter (export/detection.py) yields boxes [B,N,4] and scores [B,N,C]; the
 canonical NMS is then appended in ONNX (export/nms.py): num_dets, boxes, scores, labels.
+instance_segmentation / keypoints (R-CNNs, export/two_stage.py): the adapter has the NMS in the
+graph and yields num_dets, boxes, scores, labels and masks [B,D,28,28] / keypoint_heatmaps.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from edgevision.export.nms import OUTPUTS as NMS_OUTPUTS
 from edgevision.export.nms import append_nms
 from edgevision.ops.nms import NMSParams
 from edgevision.recipe import Recipe
+from edgevision.runtime.predictor import DETECTION_TASKS
 
 MAX_IR_VERSION = 10  # ONNX Runtime 1.31 rejects IR 14; 10 is what opset 18-21 need and every backend reads
 
@@ -42,19 +45,24 @@ class ExportWrapper(nn.Module):
     @property
     def output_names(self) -> list[str]:
         """Outputs of the exported network (for detection: before the NMS is appended)."""
-        if self.task == "detection":
-            return ["boxes", "scores"]
+        if self.task in DETECTION_TASKS:
+            return list(getattr(self.model, "output_names", ["boxes", "scores"]))
         return ["logits", "labels"] if (self.task == "segmentation" and self.argmax) else ["logits"]
+
+    @property
+    def appends_nms(self) -> bool:
+        """The canonical NMS is appended after export (else the network has its own, or none)."""
+        return self.task in DETECTION_TASKS and self.output_names == ["boxes", "scores"]
 
     @property
     def contract_names(self) -> list[str]:
         """Outputs of the finished graph (DESIGN.md contract)."""
-        return list(NMS_OUTPUTS) if self.task == "detection" else self.output_names
+        return list(NMS_OUTPUTS) if self.appends_nms else self.output_names
 
     def forward(self, images: torch.Tensor) -> Any:
         x = images.permute(0, 3, 1, 2) if self.layout == "nhwc" else images
         out = self.model(x)
-        if self.task == "detection":
+        if self.task in DETECTION_TASKS:
             return out
         if isinstance(out, dict):  # torchvision FCN / DeepLabV3 / LRASPP: {"out": ..., "aux": ...}
             out = out["out"]
@@ -81,7 +89,7 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
     model = _run_exporter(wrapper, example, names, spec.exporter, spec.opset, spec.dynamic_batch)
     exported_nodes = len(model.graph.node)
     model = _clean(model)
-    if wrapper.task == "detection":
+    if wrapper.appends_nms:
         if nms is None:
             raise ExportError("detection export needs NMS parameters")
         if pre_nms_path is not None:
@@ -108,7 +116,8 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
 
 def _run_exporter(wrapper: nn.Module, example: torch.Tensor, names: list[str], exporter: str, opset: int, dynamic: bool) -> onnx.ModelProto:
     kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": names, "opset_version": opset}
-    from edgevision.export.two_stage import CUSTOM_OPS, TwoStageAdapter
+    from edgevision.export.rcnn_ops import CUSTOM_OPS
+    from edgevision.export.two_stage import TwoStageAdapter
 
     if exporter == "dynamo":
         if dynamic:

@@ -1,24 +1,27 @@
-"""Export adapter for torchvision's Faster R-CNN: one graph, static shapes, batch > 1.
+"""Export adapter for torchvision's R-CNNs (Faster, Mask, Keypoint): one graph, static shapes, batch > 1.
 
 images [B,3,H,W] (normalised, network size) ->
   backbone + FPN -> RPN head -> anchor decode (anchors precomputed for the input size)
   -> per-level pre-NMS top-k -> sigmoid, clip, small boxes dropped
-  -> NMS per level (torchvision's batched_nms over levels), as a keep mask  [nms_keep_mask]
+  -> NMS per level (torchvision's batched_nms over levels), as a keep mask  [rcnn_ops.nms_keep_mask]
   -> the post-NMS top-k proposals [B,K,4] (padding rows marked invalid)
-  -> multi-level RoI Align (ONNX RoiAlign, torchvision's level mapping) -> box head
+  -> multi-level RoI Align (ONNX RoiAlign, torchvision's level mapping) -> box head  [rcnn_ops.Pooler]
   -> per-class box decode, clip, softmax
-  -> boxes [B,K*m,4], scores [B,K*m,C]: every proposal's m best classes as one-hot score rows,
-     so the canonical per-class NMS appended after export (export/nms.py) is torchvision's
-     batched_nms over labels.
+  -> every proposal's m best classes: boxes [B,K*m,4], scores [B,K*m]
 
 m = min(C-1, ceil(1/score_thresh)-1): softmax scores sum to 1, so at most m classes of a proposal
 can pass score_thresh; keeping m per proposal loses nothing torchvision would keep.
 
-Level mapping and sampling are torchvision's own (LevelMapper: canonical size 224, level 4,
-clamped to the FPN levels the pooler uses; RoIAlign aligned=False, i.e. ONNX RoiAlign
-'output_half_pixel', sampling_ratio 2), so the pooled features equal torchvision's. Every level
-is pooled for every RoI and the right one selected by mask: static shapes, no data-dependent
-gathers, at the cost of pooling each RoI once per level (cheap next to the box head).
+Then, by head:
+  boxes (Faster R-CNN, or any R-CNN compiled for task 'detection'): outputs boxes [B,K*m,4] and
+    one-hot scores [B,K*m,C]; the canonical per-class NMS is appended after export
+    (export/nms.py), which is torchvision's batched_nms over labels.
+  masks (Mask R-CNN): the final NMS in the graph (nms_keep_mask grouped by label, the best
+    detections_per_img) -> the contract num_dets, boxes, scores, labels, then RoI Align of the
+    kept boxes -> mask head -> masks [B,D,28,28]: the probabilities of each detection's own class
+    (the runtime pastes them into the image, runtime/masks.py).
+  keypoints (Keypoint R-CNN): as masks, with keypoint_heatmaps [B,D,17,56,56] (decoded on the
+    host as torchvision's heatmaps_to_keypoints, runtime/keypoints.py).
 """
 
 from __future__ import annotations
@@ -28,71 +31,51 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 from torchvision.ops import boxes as box_ops
-from torchvision.ops.poolers import MultiScaleRoIAlign, _setup_scales
+from torchvision.ops.poolers import MultiScaleRoIAlign
 
 from edgevision.errors import ExportError
+from edgevision.export.rcnn_ops import Pooler, nms_keep_mask
 from edgevision.ops.nms import NMSParams
 
-_INT64_MAX = 0x7FFFFFFFFFFFFFFF
-
-
-@torch.library.custom_op("edgevision::nms_keep_mask", mutates_args=())
-def nms_keep_mask(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Greedy NMS as a mask: boxes [B,N,4] xyxy, scores [B,N] (negative: not a candidate) ->
-    keep [B,N] float32, 1 where the box survives. Static output shape; exported as ONNX
-    NonMaxSuppression + ScatterND (nms_keep_mask_onnx)."""
-    out = torch.zeros_like(scores)
-    for b in range(boxes.shape[0]):
-        idx = torch.nonzero(scores[b] >= 0).squeeze(1)
-        keep = torchvision.ops.nms(boxes[b, idx], scores[b, idx], iou_threshold)
-        out[b, idx[keep]] = 1.0
-    return out
-
-
-@nms_keep_mask.register_fake
-def _nms_keep_mask_fake(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    return torch.empty_like(scores)
-
-
-def nms_keep_mask_onnx(boxes: Any, scores: Any, iou_threshold: float) -> Any:
-    """ONNX lowering of nms_keep_mask (dynamo exporter's custom_translation_table)."""
-    from onnx import TensorProto, helper
-    from onnxscript import opset18 as op
-
-    selected = op.NonMaxSuppression(boxes, op.Unsqueeze(scores, [1]), op.Constant(value_ints=[_INT64_MAX]),
-                                    op.Constant(value_floats=[iou_threshold]), op.Constant(value_floats=[-0.5]))
-    where = op.Gather(selected, op.Constant(value_ints=[0, 2]), axis=1)  # [n, 2]: (batch, box)
-    ones = op.Expand(op.Constant(value_floats=[1.0]), op.Shape(where, start=0, end=1))
-    zeros = op.ConstantOfShape(op.Shape(scores), value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
-    return op.ScatterND(zeros, where, ones)
-
-
-CUSTOM_OPS = {torch.ops.edgevision.nms_keep_mask.default: nms_keep_mask_onnx}
+SUPPORTED = ("fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_resnet50_fpn[_v2] "
+             "(task detection); maskrcnn_resnet50_fpn[_v2] (task instance_segmentation or detection); "
+             "keypointrcnn_resnet50_fpn (task keypoints or detection)")
+HEAD_OUTPUT = {"masks": "masks", "keypoints": "keypoint_heatmaps"}
 
 
 def is_two_stage(model: nn.Module) -> bool:
     return isinstance(model, FasterRCNN)
 
 
-class TwoStageAdapter(nn.Module):
-    """images [B,3,H,W] -> boxes [B,K*m,4], scores [B,K*m,C] (see the module docstring)."""
+def _head_for(model: FasterRCNN, task: str) -> str:
+    roi = model.roi_heads
+    if task == "detection":
+        return "boxes"
+    has = {"instance_segmentation": roi.has_mask(), "keypoints": roi.has_keypoint()}
+    if task not in has:
+        raise ExportError(f"task '{task}': two-stage detectors compile for detection, instance_segmentation or keypoints")
+    if not has[task]:
+        raise ExportError(f"task '{task}' needs a model with a {'mask' if task == 'instance_segmentation' else 'keypoint'} "
+                          f"head; {type(model).__name__} has none (supported: {SUPPORTED})")
+    return "masks" if task == "instance_segmentation" else "keypoints"
 
-    def __init__(self, model: FasterRCNN, size: tuple[int, int]) -> None:
+
+class TwoStageAdapter(nn.Module):
+    """images [B,3,H,W] -> the outputs of `output_names` (see the module docstring)."""
+
+    def __init__(self, model: FasterRCNN, size: tuple[int, int], task: str = "detection") -> None:
         super().__init__()
+        self.head = _head_for(model, task)
         roi = model.roi_heads
-        if roi.has_mask() or roi.has_keypoint():
-            kind = "Mask R-CNN" if roi.has_mask() else "Keypoint R-CNN"
-            raise ExportError(f"{kind} is not supported by this version yet; Faster R-CNN models are "
-                              "(fasterrcnn_mobilenet_v3_large_320_fpn, fasterrcnn_mobilenet_v3_large_fpn, "
-                              "fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2)")
-        if not isinstance(roi.box_roi_pool, MultiScaleRoIAlign):
-            raise ExportError(f"roi_heads.box_roi_pool is {type(roi.box_roi_pool).__name__}; only MultiScaleRoIAlign exports")
+        pools = {"box_roi_pool": roi.box_roi_pool, "mask_roi_pool": roi.mask_roi_pool, "keypoint_roi_pool": roi.keypoint_roi_pool}
+        for name, pool in pools.items():
+            if pool is not None and not isinstance(pool, MultiScaleRoIAlign):
+                raise ExportError(f"roi_heads.{name} is {type(pool).__name__}; only MultiScaleRoIAlign exports")
         self.model = model.eval()
         self.size = (int(size[0]), int(size[1]))
         rpn = model.rpn
@@ -104,27 +87,35 @@ class TwoStageAdapter(nn.Module):
         self.register_buffer("anchors", anchors, persistent=False)
         self.level_sizes = [int(o.shape[1] * o.shape[2] * o.shape[3]) for o in objectness]
         self.pre_nms = [min(int(rpn.pre_nms_top_n()), n) for n in self.level_sizes]
+        self.register_buffer("levels", torch.cat([torch.full((k,), i, dtype=torch.int64) for i, k in enumerate(self.pre_nms)]),
+                             persistent=False)
         self.proposals = min(int(rpn.post_nms_top_n()), sum(self.pre_nms))
         self.rpn_nms, self.rpn_min_size, self.rpn_score = float(rpn.nms_thresh), float(rpn.min_size), float(rpn.score_thresh)
-        pool = roi.box_roi_pool
-        self.pool_names = [k for k in feats if k in pool.featmap_names]
-        scales, mapper = _setup_scales([feats[k] for k in self.pool_names], [self.size], pool.canonical_scale,
-                                       pool.canonical_level)
-        self.scales = [float(s) for s in scales]
-        self.mapper = mapper
-        self.output_size = tuple(pool.output_size)
-        self.sampling_ratio = int(pool.sampling_ratio)
-        num_classes = int(roi.box_predictor.cls_score.out_features)
-        self.num_classes = num_classes
-        self.per_proposal = max(1, min(num_classes - 1, math.ceil(1.0 / max(float(roi.score_thresh), 1e-6)) - 1))
+        self.box_pool = Pooler(roi.box_roi_pool, feats, self.size)
+        self.scales = self.box_pool.scales
+        if self.head != "boxes":
+            self.head_pool = Pooler(roi.mask_roi_pool if self.head == "masks" else roi.keypoint_roi_pool, feats, self.size)
+        self.num_classes = int(roi.box_predictor.cls_score.out_features)
+        self.box_nms = NMSParams(score_threshold=float(roi.score_thresh), iou_threshold=float(roi.nms_thresh),
+                                 max_detections=int(roi.detections_per_img))
+
+    @property
+    def per_proposal(self) -> int:
+        """m: the classes kept per proposal (softmax: at most ceil(1/score_threshold)-1 can pass it)."""
+        return max(1, min(self.num_classes - 1, math.ceil(1.0 / max(self.box_nms.score_threshold, 1e-6)) - 1))
+
+    @property
+    def output_names(self) -> list[str]:
+        if self.head == "boxes":
+            return ["boxes", "scores"]
+        return ["num_dets", "boxes", "scores", "labels", HEAD_OUTPUT[self.head]]
 
     def nms_params(self, **overrides: Any) -> NMSParams:
-        """The box head's thresholds (roi_heads.score_thresh, nms_thresh, detections_per_img)."""
-        roi = self.model.roi_heads
-        base = dict(score_threshold=float(roi.score_thresh), iou_threshold=float(roi.nms_thresh),
-                    max_detections=int(roi.detections_per_img), pre_nms_top_k=self.proposals * self.per_proposal)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return NMSParams(**base)
+        """The box head's NMS: roi_heads.score_thresh, nms_thresh and detections_per_img, with the
+        recipe's overrides (export.nms). Masks and keypoints apply it in the graph (final_nms)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        self.box_nms = NMSParams(**{**self.box_nms.to_dict(), **given})  # m follows the score threshold
+        return NMSParams(**{**self.box_nms.to_dict(), "pre_nms_top_k": self.proposals * self.per_proposal, **given})
 
     def rpn(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """proposals [B,K,4] and valid [B,K] (bool): torchvision's RPN.filter_proposals, static."""
@@ -135,11 +126,9 @@ class TwoStageAdapter(nn.Module):
         n = self.anchors.shape[0]
         boxes = rpn.box_coder.decode_single(deltas.reshape(b * n, 4), self.anchors.repeat(b, 1)).reshape(b, n, 4)
         objectness = objectness.reshape(b, n)
-        picked, levels, start = [], [], 0
-        for level, (size, k) in enumerate(zip(self.level_sizes, self.pre_nms)):
-            idx = objectness[:, start:start + size].topk(k, dim=1).indices + start
-            picked.append(idx)
-            levels.append(torch.full((k,), level, dtype=torch.float32))
+        picked, start = [], 0
+        for size, k in zip(self.level_sizes, self.pre_nms):
+            picked.append(objectness[:, start:start + size].topk(k, dim=1).indices + start)
             start += size
         idx = torch.cat(picked, dim=1)
         scores = torch.sigmoid(torch.gather(objectness, 1, idx))
@@ -147,36 +136,19 @@ class TwoStageAdapter(nn.Module):
         wh = boxes[..., 2:] - boxes[..., :2]
         ok = (wh >= self.rpn_min_size).all(dim=-1) & (scores >= self.rpn_score)
         scores = torch.where(ok, scores, torch.full_like(scores, -1.0))
-        # NMS per level: torchvision's batched_nms, levels kept apart by a coordinate offset
-        offset = torch.cat(levels).to(boxes.dtype) * float(max(self.size) + 1)
-        keep = nms_keep_mask(boxes + offset[None, :, None], scores, self.rpn_nms)
+        keep = nms_keep_mask(boxes, scores, self.levels.expand(b, -1), len(self.pre_nms), self.rpn_nms)
         kept = torch.where(keep > 0, scores, torch.full_like(scores, -1.0))
         top = kept.topk(self.proposals, dim=1)
         proposals = torch.gather(boxes, 1, top.indices.unsqueeze(-1).expand(-1, -1, 4))
         return proposals, top.values >= 0
 
-    def pool(self, feats: dict[str, torch.Tensor], proposals: torch.Tensor) -> torch.Tensor:
-        """Multi-level RoI Align of proposals [B,K,4] -> [B*K, C, h, w]."""
-        b, k = proposals.shape[:2]
-        rois = proposals.reshape(b * k, 4)
-        batch = torch.arange(b, dtype=rois.dtype).repeat_interleave(k).unsqueeze(1)
-        rois5 = torch.cat([batch, rois], dim=1)
-        maps = [feats[name] for name in self.pool_names]
-        if len(maps) == 1 or self.mapper.k_min == self.mapper.k_max:  # one level (MobileNet FPN: equal strides)
-            return torchvision.ops.roi_align(maps[0], rois5, self.output_size, self.scales[0], self.sampling_ratio, False)
-        levels = self.mapper([rois])
-        pooled = 0
-        for level, (fmap, scale) in enumerate(zip(maps, self.scales)):
-            part = torchvision.ops.roi_align(fmap, rois5, self.output_size, scale, self.sampling_ratio, False)
-            pooled = pooled + part * (levels == level).to(part.dtype)[:, None, None, None]
-        return pooled
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def box_stage(self, feats: dict[str, torch.Tensor], proposals: torch.Tensor,
+                  valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Box head on proposals [B,K,4] -> each proposal's m best classes: boxes [B,K*m,4],
+        scores [B,K*m] (0 where invalid), labels [B,K*m] (torchvision's label ids)."""
         roi = self.model.roi_heads
-        feats = self.model.backbone(images)
-        proposals, valid = self.rpn(list(feats.values()))
         b, k = proposals.shape[:2]
-        logits, deltas = roi.box_predictor(roi.box_head(self.pool(feats, proposals)))
+        logits, deltas = roi.box_predictor(roi.box_head(self.box_pool(feats, proposals)))
         c = self.num_classes
         boxes = roi.box_coder.decode_single(deltas.reshape(b * k, c * 4),
                                             proposals.reshape(b * k, 4)).reshape(b, k, c, 4)
@@ -186,11 +158,41 @@ class TwoStageAdapter(nn.Module):
         ok = (wh >= 1e-2).all(dim=-1) & valid.unsqueeze(-1)  # torchvision: remove_small_boxes(min_size=1e-2)
         scores = torch.where(ok, scores, torch.zeros_like(scores))
         top = scores.topk(self.per_proposal, dim=2)  # [B,K,m]
-        labels = top.indices + 1
         boxes = torch.gather(boxes, 2, top.indices.unsqueeze(-1).expand(-1, -1, -1, 4)).reshape(b, k * self.per_proposal, 4)
-        columns = torch.arange(c, dtype=labels.dtype)
-        onehot = (labels.reshape(b, -1, 1) == columns).to(scores.dtype)
-        return boxes, onehot * top.values.reshape(b, -1, 1)
+        return boxes, top.values.reshape(b, -1), (top.indices + 1).reshape(b, -1)
+
+    def final_nms(self, boxes: torch.Tensor, scores: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """torchvision's postprocess_detections tail in the graph: score > score_thresh, NMS per
+        label, the best detections_per_img -> num_dets [B,1], boxes [B,D,4], scores [B,D], labels [B,D]."""
+        p = self.box_nms
+        candidates = torch.where(scores > p.score_threshold, scores, torch.full_like(scores, -1.0))
+        keep = nms_keep_mask(boxes, candidates, labels, self.num_classes, p.iou_threshold)
+        kept = torch.where(keep > 0, candidates, torch.full_like(candidates, -1.0))
+        top = kept.topk(min(p.max_detections, kept.shape[1]), dim=1)
+        valid = top.values >= 0
+        det_boxes = torch.gather(boxes, 1, top.indices.unsqueeze(-1).expand(-1, -1, 4)) * valid.unsqueeze(-1).to(boxes.dtype)
+        det_scores = torch.where(valid, top.values, torch.zeros_like(top.values))
+        det_labels = torch.where(valid, torch.gather(labels, 1, top.indices), torch.zeros_like(top.indices)).to(torch.int32)
+        return valid.to(torch.int32).sum(dim=1, keepdim=True), det_boxes, det_scores, det_labels
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        roi = self.model.roi_heads
+        feats = self.model.backbone(images)
+        proposals, valid = self.rpn(list(feats.values()))
+        boxes, scores, labels = self.box_stage(feats, proposals, valid)
+        if self.head == "boxes":
+            onehot = (labels.unsqueeze(-1) == torch.arange(self.num_classes, dtype=labels.dtype)).to(scores.dtype)
+            return boxes, onehot * scores.unsqueeze(-1)
+        num, boxes, scores, labels = self.final_nms(boxes, scores, labels)
+        b, d = boxes.shape[:2]
+        pooled = self.head_pool(feats, boxes)
+        if self.head == "masks":
+            logits = roi.mask_predictor(roi.mask_head(pooled))  # [B*D, C, 28, 28]
+            own = torch.gather(logits, 1, labels.reshape(b * d, 1, 1, 1).to(torch.int64).expand(-1, 1, *logits.shape[2:]))
+            return num, boxes, scores, labels, torch.sigmoid(own).reshape(b, d, *logits.shape[2:])
+        heatmaps = roi.keypoint_predictor(roi.keypoint_head(pooled))  # [B*D, 17, 56, 56]
+        return num, boxes, scores, labels, heatmaps.reshape(b, d, *heatmaps.shape[1:])
 
 
 def torchvision_two_stage(model: FasterRCNN, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -205,12 +207,21 @@ def torchvision_two_stage(model: FasterRCNN, images: torch.Tensor) -> list[dict[
 
 def as_contract(detections: list[dict[str, torch.Tensor]], k: int) -> dict[str, np.ndarray]:
     """torchvision's per-image detection dicts as the padded contract outputs (num_dets [B,1],
-    boxes [B,k,4], scores [B,k], labels [B,k]), to compare with an artifact's outputs."""
+    boxes [B,k,4], scores [B,k], labels [B,k], and masks [B,k,28,28] of Mask R-CNN, decoded
+    keypoints [B,k,17,3] of Keypoint R-CNN), to compare with an artifact's outputs."""
     b = len(detections)
     out = {"num_dets": np.zeros((b, 1), np.int32), "boxes": np.zeros((b, k, 4), np.float32),
            "scores": np.zeros((b, k), np.float32), "labels": np.zeros((b, k), np.int32)}
+    if detections and "masks" in detections[0]:
+        out["masks"] = np.zeros((b, k, *detections[0]["masks"].shape[-2:]), np.float32)
+    if detections and "keypoints" in detections[0]:
+        out["keypoints"] = np.zeros((b, k, *detections[0]["keypoints"].shape[-2:]), np.float32)
     for i, d in enumerate(detections):
         n = len(d["boxes"])
         out["num_dets"][i, 0] = n
         out["boxes"][i, :n], out["scores"][i, :n], out["labels"][i, :n] = d["boxes"], d["scores"], d["labels"]
+        if "masks" in out:
+            out["masks"][i, :n] = d["masks"][:, 0]
+        if "keypoints" in out:
+            out["keypoints"][i, :n] = d["keypoints"]
     return out

@@ -41,16 +41,26 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     from edgevision.models.sources import build_model
     from edgevision.recipe import InputSpec as RecipeInput
     from edgevision.recipe import ModelSpec
+    from edgevision.runtime.predictor import DETECTION_TASKS
     from edgevision.runtime.preprocess import InputSpec, preprocess
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
     spec = InputSpec.from_dict(RecipeInput(**recipe_data["input"]).model_dump())  # recipe defaults filled in
     data = ShapesDataset(images, seed=7, size=tuple(spec.size))
-    core = detection_adapter(model, spec.size) if recipe_data["task"] == "detection" else model
-    wrapper = ExportWrapper(core, recipe_data["task"], spec.layout)
+    task = recipe_data["task"]
+    if task in DETECTION_TASKS and not _has_batchnorm(getattr(getattr(model, "roi_heads", None), "mask_head", None),
+                                                      getattr(getattr(model, "roi_heads", None), "keypoint_head", None)):
+        task = "detection"  # R-CNN mask / keypoint heads without BatchNorm: skip running them (slow on CPU)
+    core = detection_adapter(model, spec.size, task) if task in DETECTION_TASKS else model
+    wrapper = ExportWrapper(core, task, spec.layout)
     batches = (torch.from_numpy(preprocess([data[k].image for k in range(i, min(i + 4, images))], spec)[0])
                for i in range(0, images, 4))
     reestimate_batchnorm(wrapper, batches)
     torch.save(model.state_dict(), path)
     return Path(path)
+
+
+def _has_batchnorm(*modules: Optional[nn.Module]) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for module in modules if module is not None
+               for m in module.modules())

@@ -51,9 +51,20 @@ def segmentation(
 
 
 def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str]) -> Detections:
-    """The NMS contract (num_dets, boxes, scores, labels) -> Detections in original pixels."""
+    """The NMS contract (num_dets, boxes, scores, labels; masks / keypoint_heatmaps of R-CNNs)
+    -> Detections in original pixels."""
+    from edgevision.runtime.instances import decode_keypoints
+
     n = int(np.asarray(outputs["num_dets"][index]).reshape(-1)[0])
-    if n == 0:
+    net_boxes = outputs["boxes"][index][:n]
+    extra: Dict[str, object] = {}
+    if "masks" in outputs:
+        extra.update(mask_probs=outputs["masks"][index][:n], image_size=(t.height, t.width))
+    if "keypoint_heatmaps" in outputs:
+        points, scores = decode_keypoints(outputs["keypoint_heatmaps"][index][:n], net_boxes)
+        points[..., 0] = (points[..., 0] - t.pad_x) / t.scale_x
+        points[..., 1] = (points[..., 1] - t.pad_y) / t.scale_y
+        extra.update(keypoints=points, keypoint_scores=scores)
+    if n == 0 and not extra:
         return Detections.empty(labels)
-    boxes = t.to_original(outputs["boxes"][index][:n])
-    return Detections(boxes, outputs["scores"][index][:n], outputs["labels"][index][:n], labels)
+    return Detections(t.to_original(net_boxes), outputs["scores"][index][:n], outputs["labels"][index][:n], labels, **extra)

@@ -18,6 +18,7 @@ from edgevision.runtime.images import ImageLike, to_rgb
 from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
 from edgevision.runtime.results import Classification, Detections, Segmentation
 
+DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")  # results are Detections
 Result = Union[Classification, Segmentation, Detections]
 
 
@@ -33,7 +34,7 @@ class Predictor:
         self.input = InputSpec.from_dict(info["input"])
         self.input_name: str = info["input"].get("name", INPUT_NAME)
         self.max_batch: int = int(info["input"].get("max_batch", 1))
-        if self.task not in ("classification", "segmentation", "detection"):
+        if self.task not in ("classification", "segmentation", *DETECTION_TASKS):
             raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
 
     @property
@@ -70,7 +71,7 @@ class Predictor:
     def _post(self, outputs: Dict[str, np.ndarray], transforms: List[Transform], top_k: int, scores: bool) -> List[Result]:
         if self.task == "classification":
             return [postprocess.classification(outputs, i, self.labels, top_k) for i in range(len(transforms))]
-        if self.task == "detection":
+        if self.task in DETECTION_TASKS:
             return [postprocess.detection(outputs, i, t, self.labels) for i, t in enumerate(transforms)]
         return [postprocess.segmentation(outputs, i, t, self.input.size, self.labels, scores) for i, t in enumerate(transforms)]
 

@@ -93,6 +93,13 @@ def _resize_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
         frac = (edges - lo)[(...,) + (None,) * (a.ndim - axis - 1)]
         at = np.take(csum, lo, axis=axis) + frac * np.take(np.diff(csum, axis=axis), lo, axis=axis)
         return (np.diff(at, axis=axis) * (n / m)).astype(np.float32)
+    return bilinear_axis(a, n, axis)
+
+
+def bilinear_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Linear interpolation of one axis to n samples at pixel centres (align_corners=False, edges
+    clamped, no antialiasing): torch's F.interpolate(mode='bilinear') along that axis."""
+    m = a.shape[axis]
     pos = ((np.arange(n) + 0.5) * (m / n) - 0.5).clip(0, m - 1)
     i0 = np.floor(pos).astype(np.int64)
     i1 = np.minimum(i0 + 1, m - 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -70,15 +70,27 @@ class Detections:
     """Boxes (xyxy, original image pixels), scores and class ids of one image, best first.
 
     len(d), d[i] / d[mask] / d[1:3] (a Detections), d.filter(min_score=, classes=), d.names.
+    Mask R-CNN: d.masks, boolean [N,H,W] at the original size (pasted when first read, so filter
+    first to paste fewer), d.mask_probs [N,28,28], d.rle(). Keypoint R-CNN: d.keypoints [N,K,3]
+    (x, y, visibility 1, original pixels) and d.keypoint_scores [N,K].
     """
 
-    def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Optional[List[str]] = None) -> None:
+    def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Optional[List[str]] = None,
+                 *, mask_probs: Optional[np.ndarray] = None, image_size: Optional[Tuple[int, int]] = None,
+                 keypoints: Optional[np.ndarray] = None, keypoint_scores: Optional[np.ndarray] = None) -> None:
         self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         self.class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         if not len(self.boxes) == len(self.scores) == len(self.class_ids):
             raise ValueError("Detections: boxes, scores and class_ids must have the same length")
+        if mask_probs is not None and (image_size is None or len(mask_probs) != len(self.boxes)):
+            raise ValueError("Detections: mask_probs needs one mask per box and the image_size (height, width)")
         self.labels = list(labels or [])
+        self.mask_probs = None if mask_probs is None else np.asarray(mask_probs, dtype=np.float32)
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.keypoints = keypoints
+        self.keypoint_scores = keypoint_scores
+        self._masks: Optional[np.ndarray] = None
 
     @classmethod
     def empty(cls, labels: Optional[List[str]] = None) -> "Detections":
@@ -88,12 +100,34 @@ class Detections:
     def names(self) -> List[str]:
         return [self.labels[c] if 0 <= c < len(self.labels) else str(c) for c in self.class_ids]
 
+    @property
+    def masks(self) -> Optional[np.ndarray]:
+        """Boolean instance masks [N,H,W] at the original image size (None without a mask head)."""
+        if self.mask_probs is None or self.image_size is None:
+            return None
+        if self._masks is None:
+            from edgevision.runtime.instances import paste_masks
+
+            self._masks = paste_masks(self.mask_probs, self.boxes, *self.image_size)
+        return self._masks
+
+    def rle(self) -> List[Dict[str, object]]:
+        """The masks as COCO run-length encodings ({"size": [H, W], "counts": [...]}, uncompressed)."""
+        from edgevision.runtime.instances import mask_rle
+
+        masks = self.masks
+        return [] if masks is None else [mask_rle(m) for m in masks]
+
     def __len__(self) -> int:
         return len(self.scores)
 
     def __getitem__(self, index: Union[int, slice, np.ndarray, List[int]]) -> "Detections":
         idx = [index] if isinstance(index, (int, np.integer)) else index
-        return Detections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.labels)
+        pick = (lambda a: None if a is None else a[idx])  # noqa: E731
+        out = Detections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.labels, mask_probs=pick(self.mask_probs),
+                         image_size=self.image_size, keypoints=pick(self.keypoints), keypoint_scores=pick(self.keypoint_scores))
+        out._masks = pick(self._masks)
+        return out
 
     def filter(self, min_score: Optional[float] = None, classes: Optional[List[Union[int, str]]] = None) -> "Detections":
         keep = np.ones(len(self), dtype=bool)
@@ -105,21 +139,37 @@ class Detections:
         return self[keep]
 
     def to_coco(self, image_id: int, category_ids: Dict[str, int]) -> List[Dict[str, object]]:
-        """COCO results entries; labels without a category (e.g. background) are left out."""
+        """COCO results entries (with "segmentation" RLE for masks, "keypoints" for keypoints);
+        labels without a category (e.g. background) are left out."""
         out = []
-        for box, score, name in zip(self.boxes, self.scores, self.names):
+        rles = self.rle() if self.mask_probs is not None else None
+        for i, (box, score, name) in enumerate(zip(self.boxes, self.scores, self.names)):
             if name in category_ids:
                 x0, y0, x1, y1 = (float(v) for v in box)
-                out.append({"image_id": image_id, "category_id": category_ids[name],
-                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)})
+                entry: Dict[str, object] = {"image_id": image_id, "category_id": category_ids[name],
+                                            "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(score)}
+                if rles is not None:
+                    entry["segmentation"] = rles[i]
+                if self.keypoints is not None:
+                    entry["keypoints"] = [round(float(v), 2) for v in self.keypoints[i].reshape(-1)]
+                out.append(entry)
         return out
 
     def to_dict(self) -> Dict[str, object]:
-        return {"detections": [{"label": n, "class_id": int(c), "score": round(float(s), 4),
-                                "box": [round(float(v), 1) for v in b]}
-                               for b, s, c, n in zip(self.boxes, self.scores, self.class_ids, self.names)]}
+        items = []
+        for i, (b, s, c, n) in enumerate(zip(self.boxes, self.scores, self.class_ids, self.names)):
+            item: Dict[str, object] = {"label": n, "class_id": int(c), "score": round(float(s), 4),
+                                       "box": [round(float(v), 1) for v in b]}
+            if self.mask_probs is not None:
+                item["mask_area"] = int(self.masks[i].sum())
+            if self.keypoints is not None:
+                item["keypoints"] = [[round(float(x), 1), round(float(y), 1), round(float(p), 3)]
+                                     for (x, y, _), p in zip(self.keypoints[i], self.keypoint_scores[i])]
+            items.append(item)
+        return {"detections": items}
 
     def __repr__(self) -> str:
         top = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.names[:5], self.scores[:5]))
         more = f", ... {len(self) - 5} more" if len(self) > 5 else ""
-        return f"Detections({len(self)}: {top}{more})"
+        extra = " +masks" if self.mask_probs is not None else (" +keypoints" if self.keypoints is not None else "")
+        return f"Detections({len(self)}{extra}: {top}{more})"

@@ -10,13 +10,12 @@ from edgevision.ops.nms import box_iou
 from edgevision.recipe import Tolerance
 
 
-
 def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
-            match_iou: float = 0.99) -> dict[str, Any]:
+            tol: Tolerance) -> dict[str, Any]:
     """Metrics over batches of outputs (same feeds): logits diff and cosine, label agreement;
-    for detection, order-free matching of detections."""
-    if task == "detection":
-        return compare_detections(reference, candidate, match_iou)
+    for detection, order-free matching of detections (and their masks / keypoints)."""
+    if "num_dets" in reference[0]:
+        return compare_detections(reference, candidate, tol.match_iou, tol.min_mask_iou, tol.max_keypoint_px)
     ref = np.concatenate([r["logits"] for r in reference]).astype(np.float64)
     out = np.concatenate([c["logits"] for c in candidate]).astype(np.float64)
     if ref.shape != out.shape:
@@ -37,42 +36,91 @@ def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[d
     return metrics
 
 
-def _per_image(batches: list[dict[str, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _per_image(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     out = []
     for b in batches:
         for i in range(len(b["num_dets"])):
             n = int(np.asarray(b["num_dets"][i]).reshape(-1)[0])
-            out.append((b["boxes"][i][:n].astype(np.float64), b["scores"][i][:n].astype(np.float64), b["labels"][i][:n]))
+            out.append({k: (v[i][:n].astype(np.float64) if k in ("boxes", "scores") else v[i][:n])
+                        for k, v in b.items() if k != "num_dets"})
     return out
 
 
+def _has_keypoints(image: dict[str, np.ndarray]) -> bool:
+    return "keypoints" in image or "keypoint_heatmaps" in image
+
+
+def _keypoints(image: dict[str, np.ndarray], idx: list[int]) -> np.ndarray:
+    """Keypoints [n,K,3] of detections idx: given (torchvision's), or decoded from heatmaps as the runtime does."""
+    from edgevision.runtime.instances import decode_keypoints
+
+    if "keypoints" in image:
+        return image["keypoints"][idx]
+    return decode_keypoints(image["keypoint_heatmaps"][idx], image["boxes"][idx])[0]
+
+
+def _mask_iou(pa: np.ndarray, ba: np.ndarray, pb: np.ndarray, bb: np.ndarray) -> float:
+    """IoU of two mask-probability maps pasted (as the runtime does) into the frame around both boxes."""
+    from edgevision.runtime.instances import paste_masks
+
+    origin = np.floor(np.minimum(ba[:2], bb[:2]))
+    boxes = np.stack([ba, bb]) - np.tile(origin, 2)
+    h, w = (int(np.ceil(max(ba[3], bb[3]) - origin[1])) + 2, int(np.ceil(max(ba[2], bb[2]) - origin[0])) + 2)
+    a, b = paste_masks(np.stack([pa, pb]), boxes, h, w)
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
+
+
 def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
-                       match_iou: float = 0.99) -> dict[str, Any]:
-    """Greedy order-free matching (same label, IoU > match_iou), best reference scores first."""
+                       match_iou: float = 0.99, mask_iou: float = 0.98, keypoint_px: float = 1.0) -> dict[str, Any]:
+    """Greedy order-free matching (same label, IoU > match_iou), best reference scores first.
+    With masks: the mask IoU of every matched pair, pasted at network size ("masks_close": the
+    share of pairs at IoU >= mask_iou); with keypoint heatmaps: each pair's largest keypoint
+    distance, decoded as the runtime does ("keypoints_close": the share within keypoint_px)."""
     matched = n_ref = n_cand = 0
     score_diff = box_diff = 0.0
+    mask_ious: list[float] = []
+    distances: list[float] = []
     ref_images = _per_image(reference)
-    for (rb, rs, rl), (cb, cs, cl) in zip(ref_images, _per_image(candidate)):
+    for r, c in zip(ref_images, _per_image(candidate)):
+        rb, rs, rl, cb, cs, cl = r["boxes"], r["scores"], r["labels"], c["boxes"], c["scores"], c["labels"]
         n_ref, n_cand = n_ref + len(rb), n_cand + len(cb)
         if not len(rb) or not len(cb):
             continue
         # IoU, or the corners themselves for boxes clipped flat at the border (their IoU is 0)
-        close = (box_iou(rb, cb) > match_iou) | (np.abs(rb[:, None] - cb[None]).max(axis=2) < 1e-2)
         iou = box_iou(rb, cb)
+        close = (iou > match_iou) | (np.abs(rb[:, None] - cb[None]).max(axis=2) < 1e-2)
         used = np.zeros(len(cb), dtype=bool)
+        pairs = []
         for i in np.argsort(-rs, kind="stable"):
             ok = (~used) & (cl == rl[i]) & close[i]
             if ok.any():
                 j = int(np.argmax(np.where(ok, iou[i], -1)))
                 used[j] = True
-                matched += 1
+                pairs.append((i, j))
                 score_diff = max(score_diff, float(abs(rs[i] - cs[j])))
                 box_diff = max(box_diff, float(np.abs(rb[i] - cb[j]).max()))
-    return {
+        matched += len(pairs)
+        if "masks" in r and "masks" in c:
+            mask_ious += [_mask_iou(r["masks"][i], rb[i], c["masks"][j], cb[j]) for i, j in pairs]
+        if _has_keypoints(r) and _has_keypoints(c) and pairs:
+            i, j = (list(x) for x in zip(*pairs))
+            kr, kc = _keypoints(r, i), _keypoints(c, j)
+            distances += np.linalg.norm(kr[..., :2] - kc[..., :2], axis=-1).max(axis=1).tolist()
+    out: dict[str, Any] = {
         "images": len(ref_images), "detections": n_ref, "candidate_detections": n_cand,
         "matched": matched / n_ref if n_ref else 1.0, "matched_candidate": matched / n_cand if n_cand else 1.0,
         "max_score_diff": score_diff, "max_box_diff": box_diff,
     }
+    if mask_ious:
+        ious = np.asarray(mask_ious)
+        out.update(masks_close=float((ious >= mask_iou).mean()), min_mask_iou=float(ious.min()),
+                   mean_mask_iou=float(ious.mean()), mask_iou_threshold=mask_iou)
+    if distances:
+        px = np.asarray(distances)
+        out.update(keypoints_close=float((px <= keypoint_px).mean()), max_keypoint_px=float(px.max()),
+                   keypoint_px_threshold=keypoint_px)
+    return out
 
 
 def judge(metrics: dict[str, Any], tol: Tolerance) -> list[str]:
@@ -86,6 +134,12 @@ def judge(metrics: dict[str, Any], tol: Tolerance) -> list[str]:
             reasons.append(f"matched detections {agreement:.4f} < {tol.min_agreement}")
         if tol.max_abs_diff is not None and metrics["max_score_diff"] > tol.max_abs_diff:
             reasons.append(f"score diff {metrics['max_score_diff']:.3g} > {tol.max_abs_diff}")
+        if metrics.get("masks_close", 1.0) < tol.min_agreement:
+            reasons.append(f"masks at IoU >= {metrics['mask_iou_threshold']}: {metrics['masks_close']:.4f} of matched "
+                           f"instances < {tol.min_agreement} (lowest mask IoU {metrics['min_mask_iou']:.3f})")
+        if metrics.get("keypoints_close", 1.0) < tol.min_agreement:
+            reasons.append(f"keypoints within {metrics['keypoint_px_threshold']} px: {metrics['keypoints_close']:.4f} of "
+                           f"matched instances < {tol.min_agreement} (largest {metrics['max_keypoint_px']:.1f} px)")
         return reasons
     reasons = []
     if metrics["min_cosine"] < tol.min_cosine:
