@@ -30,6 +30,7 @@ from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, TargetSpec, load_recipe
 from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
+from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 
 _BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",
                     "tensorrt": "edgevision.backends.tensorrt"}
@@ -173,7 +174,7 @@ def _reference(recipe: Recipe) -> tuple[Any, Optional[NMSParams], Any]:
     core, nms = _detection_core(model, recipe) if recipe.task in DETECTION_TASKS else (model, None)
     wrapper = ExportWrapper(core, recipe.task, recipe.input.layout, recipe.export.argmax)
     post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if wrapper.appends_nms else None
-    return wrapper, nms, TorchRunner(wrapper, INPUT_NAME, wrapper.output_names, post=post)
+    return wrapper, nms, TorchRunner(wrapper, wrapper.input_names, wrapper.output_names, post=post)
 
 
 def reference_predictor(manifest: dict[str, Any], threads: Optional[int] = None) -> Predictor:
@@ -205,7 +206,7 @@ def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
     """The export adapter of a detector and its NMS parameters (recipe overrides model defaults)."""
     from edgevision.export.detection import detection_adapter
 
-    adapter = detection_adapter(model, recipe.input.size, recipe.task)
+    adapter = detection_adapter(model, recipe.input.size, recipe.task, recipe.export.proposals)
     try:
         return adapter, adapter.nms_params(**recipe.export.nms.model_dump())
     except ValueError as e:
@@ -231,6 +232,8 @@ def _check_label_space(recipe: Recipe, val: Any, labels: list[str]) -> None:
 def _model_info(recipe: Recipe, labels: list[str], input_name: str, outputs: list[str]) -> dict[str, Any]:
     inp = recipe.input.model_dump(mode="json")
     inp.update(name=input_name, dtype="float32", max_batch=64 if recipe.export.dynamic_batch else 1)
+    if recipe.export.proposals is not None:
+        inp["proposals"] = recipe.export.proposals.max
     return {"schema_version": SCHEMA_VERSION, "task": recipe.task, "labels": labels, "input": inp, "outputs": outputs}
 
 
@@ -241,7 +244,14 @@ def _verification_feeds(recipe: Recipe, val: Any) -> list[dict[str, np.ndarray]]
     images = [source[i].image for i in range(min(n, len(source)))]
     spec = InputSpec.from_dict(recipe.input.model_dump())
     batch = 4 if recipe.export.dynamic_batch else 1
-    return [{INPUT_NAME: preprocess(images[i : i + batch], spec)[0]} for i in range(0, len(images), batch)]
+    feeds = []
+    for i in range(0, len(images), batch):
+        pixels, transforms = preprocess(images[i : i + batch], spec)
+        feed = {INPUT_NAME: pixels}
+        if recipe.export.proposals is not None:  # the runtime's default proposals (a grid of boxes)
+            feed[PROPOSALS] = proposal_batch(None, transforms, recipe.export.proposals.max, spec.size)
+        feeds.append(feed)
+    return feeds
 
 
 def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, ref_outputs: list,
@@ -365,7 +375,7 @@ def _time(recipe: Recipe, predictors: dict[str, Predictor], val: Any, reporter: 
     if rounds == 0:
         return {}
     sample = val[0].image if val is not None else ShapesDataset(1, seed=9999, size=recipe.input.size)[0].image
-    feed = {INPUT_NAME: preprocess([sample], predictors["pytorch"].input)[0]}
+    feed = predictors["pytorch"].feeds([sample])[0]
     reporter.info(f"timing {len(predictors)} models: {rounds} interleaved rounds, batch 1, {threads} threads")
     infer = interleaved({n: (lambda p=p: p.runner.infer(feed)) for n, p in predictors.items()}, rounds)
     e2e = interleaved({n: (lambda p=p: p.predict(sample)) for n, p in predictors.items()}, rounds)

@@ -97,6 +97,17 @@ class NMSSpec(_Strict):
     class_agnostic: Optional[bool] = None
 
 
+class ProposalsSpec(_Strict):
+    """External-proposal mode: predict(image, proposals=[[x0, y0, x1, y1], ...]); without proposals
+    the runtime uses a fixed multi-scale grid of boxes."""
+
+    style: Literal["fast_rcnn", "rcnn"] = Field(description="fast_rcnn: a torchvision Faster R-CNN's backbone "
+                                                "features + RoI Align + box head; rcnn: each proposal cropped from "
+                                                "the image (RoI Align) and warped to crop x crop, then a classifier.")
+    max: int = Field(300, ge=1, le=5000, description="Proposals per image (the graph input is padded to this many).")
+    crop: int = Field(64, ge=8, le=512, description="rcnn: side of the warped crop given to the classifier.")
+
+
 class ExportSpec(_Strict):
     opset: int = Field(18, ge=17, le=21, description="ONNX opset (ONNX Runtime's RoiAlign needs <= 21).")
     dynamic_batch: bool = True
@@ -105,6 +116,8 @@ class ExportSpec(_Strict):
     )
     argmax: bool = Field(False, description="Segmentation: add an in-graph argmax output 'labels'.")
     nms: NMSSpec = Field(NMSSpec(), description="Detection: thresholds of the NMS fused into the graph.")
+    proposals: Optional[ProposalsSpec] = Field(None, description="Detection: export only the second stage, with "
+                                                 "region proposals as a second input (external-proposal mode).")
 
 
 class TargetSpec(_Strict):
@@ -283,6 +296,11 @@ class Recipe(_Strict):
         if any(t.precision == "int8" for t in self.targets) and self.calibration is None and self.data.train is None:
             raise ValueError("calibration: int8 targets need calibration images; add a 'calibration' section "
                              "(see calibration/README.md) or data.train")
+        if self.export.proposals is not None and self.task != "detection":
+            raise ValueError(f"export.proposals: external-proposal mode is for task detection, not '{self.task}'")
+        if self.export.proposals is not None and any(t.precision == "int8" for t in self.targets):
+            raise ValueError("export.proposals: int8 targets are not built in external-proposal mode yet (calibration "
+                             "feeds images only); use fp32, fp16 or bf16")
         if max(self.benchmark.batch_sizes) > 1 and not self.export.dynamic_batch:
             raise ValueError(f"benchmark.batch_sizes: {self.benchmark.batch_sizes} needs export.dynamic_batch: true "
                              "(the graph is exported for batch 1)")

@@ -104,19 +104,22 @@ def _convert(model: Any, precision: str, context: Dict[str, Any], finish: Any) -
 
 
 def builder_settings(model: Any, options: Dict[str, Any]) -> Dict[str, Any]:
-    """Everything needed to (re)build the engine on the device: strongly typed, one profile."""
-    inp = model.graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    if any(d is None for d in dims[1:]):
-        raise BackendError("tensorrt: only the batch dimension may be dynamic (fixed input size)")
-    max_batch = int(options.get("max_batch", 8)) if dims[0] is None else dims[0]
-    rest = [int(d) for d in dims[1:]]
+    """Everything needed to (re)build the engine on the device: strongly typed, one profile over
+    every graph input (images, and proposals in external-proposal mode)."""
+    profile = {}
+    for inp in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+        if any(d is None for d in dims[1:]):
+            raise BackendError(f"tensorrt: input '{inp.name}': only the batch dimension may be dynamic (fixed input size)")
+        max_batch = int(options.get("max_batch", 8)) if dims[0] is None else dims[0]
+        rest = [int(d) for d in dims[1:]]
+        profile[inp.name] = {"min": [1, *rest], "opt": [1, *rest], "max": [max_batch, *rest]}
     return {
         "strongly_typed": True,  # TensorRT 11 has no other mode; 10.x: precision comes from the ONNX
         "workspace_mb": int(options.get("workspace_mb", 1024)),
         "optimization_level": int(options.get("optimization_level", 3)),
         "timing_cache": "timing.cache",
-        "profile": {inp.name: {"min": [1, *rest], "opt": [1, *rest], "max": [max_batch, *rest]}},
+        "profile": profile,
     }
 
 

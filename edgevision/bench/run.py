@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from edgevision.artifact import VARIANT, read_json, read_manifest, verify_files
-from edgevision.backends.base import INPUT_NAME
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
@@ -245,12 +244,11 @@ def _rounds(s: Dict[str, Any], divisor: int = 1) -> Dict[str, Any]:
 
 
 def _latency(manifest: Dict[str, Any], models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
-    from edgevision.runtime.preprocess import InputSpec, preprocess
 
     timed = _timed(models)
     if not timed:
         return
-    feed = {INPUT_NAME: preprocess([_decode(image)], InputSpec.from_dict(manifest["input"]))[0]}
+    feed = next(iter(timed.values())).predictor.feeds([_decode(image)])[0]
     r = _rounds(s)
     samples = {}
     for kind, make in (("infer", lambda p: (lambda: p.runner.infer(feed))), ("e2e", lambda p: (lambda: p.predict(str(image))))):
@@ -275,10 +273,8 @@ def _decode(image: Path) -> Any:
 def _throughput(manifest: Dict[str, Any], models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
     """Synchronous images/s at each batch size (engine only, one request at a time), and
     asynchronous images/s with many requests in flight where the backend supports it."""
-    from edgevision.runtime.preprocess import InputSpec, preprocess
 
     timed = _timed(models)
-    spec = InputSpec.from_dict(manifest["input"])
     pixels = _decode(image)
     for m in timed.values():
         m.row["throughput"] = []
@@ -288,7 +284,7 @@ def _throughput(manifest: Dict[str, Any], models: List[_Model], image: Path, s: 
                                         "requests": 1})
     for batch in [b for b in s["batch_sizes"] if b > 1]:
         able = {n: m for n, m in timed.items() if m.predictor.max_batch >= batch}
-        feed = {INPUT_NAME: preprocess([pixels] * batch, spec)[0]}
+        feed = next(iter(timed.values())).predictor.feeds([pixels] * batch)[0]
         r = _rounds(s, 4)
         with reporter.task(f"throughput: batch {batch}, {len(able)} models interleaved", r["rounds"] or 0) as advance:
             ms = interleaved({n: (lambda p=m.predictor: p.runner.infer(feed)) for n, m in able.items()}, r["rounds"],
@@ -297,7 +293,7 @@ def _throughput(manifest: Dict[str, Any], models: List[_Model], image: Path, s: 
             m.row["throughput"].append({"mode": "sync", "batch": batch, "fps": round(1000.0 * batch / float(ms[n].mean()), 2),
                                         "requests": 1})
     if s["async_seconds"] > 0:
-        feed = {INPUT_NAME: preprocess([pixels], spec)[0]}
+        feed = next(iter(timed.values())).predictor.feeds([pixels])[0]
         for m in timed.values():
             run_async = getattr(m.predictor.runner, "async_throughput", None)
             if run_async is None:

@@ -125,11 +125,15 @@ def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[s
     return model.postprocess_detections(head_split, anchors_split, [size] * images.shape[0])
 
 
-def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "detection") -> nn.Module:
+def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "detection", proposals: Any = None) -> nn.Module:
     """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's.
-    task: detection, or instance_segmentation / keypoints (Mask / Keypoint R-CNN only)."""
+    task: detection, or instance_segmentation / keypoints (Mask / Keypoint R-CNN only).
+    proposals: the recipe's export.proposals (external-proposal mode: the second stage only)."""
+    from edgevision.export.proposals import ProposalAdapter
     from edgevision.export.two_stage import SUPPORTED as TWO_STAGE, TwoStageAdapter, is_two_stage
 
+    if proposals is not None:
+        return ProposalAdapter(model, size, proposals.style, proposals.max, proposals.crop)
     if is_two_stage(model):
         return TwoStageAdapter(model, size, task)
     if task != "detection":

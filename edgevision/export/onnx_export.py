@@ -17,7 +17,7 @@ import warnings
 from collections import Counter
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import onnx
 import torch
@@ -50,6 +50,11 @@ class ExportWrapper(nn.Module):
         return ["logits", "labels"] if (self.task == "segmentation" and self.argmax) else ["logits"]
 
     @property
+    def input_names(self) -> list[str]:
+        """Graph inputs: images, and proposals in external-proposal mode."""
+        return list(getattr(self.model, "input_names", [INPUT_NAME]))
+
+    @property
     def appends_nms(self) -> bool:
         """The canonical NMS is appended after export (else the network has its own, or none)."""
         return self.task in DETECTION_TASKS and self.output_names == ["boxes", "scores"]
@@ -59,9 +64,9 @@ class ExportWrapper(nn.Module):
         """Outputs of the finished graph (DESIGN.md contract)."""
         return list(NMS_OUTPUTS) if self.appends_nms else self.output_names
 
-    def forward(self, images: torch.Tensor) -> Any:
+    def forward(self, images: torch.Tensor, proposals: Optional[torch.Tensor] = None) -> Any:
         x = images.permute(0, 3, 1, 2) if self.layout == "nhwc" else images
-        out = self.model(x)
+        out = self.model(x) if proposals is None else self.model(x, proposals)
         if self.task in DETECTION_TASKS:
             return out
         if isinstance(out, dict):  # torchvision FCN / DeepLabV3 / LRASPP: {"out": ..., "aux": ...}
@@ -83,7 +88,9 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
     spec = recipe.export
     batch = 2 if spec.dynamic_batch else 1  # an example batch of 1 would be specialised by torch.export
     shape = (batch, h, w, 3) if recipe.input.layout == "nhwc" else (batch, 3, h, w)
-    example = torch.zeros(shape)
+    example = (torch.zeros(shape),)
+    if spec.proposals is not None:  # external-proposal mode: proposals [B,K,4], all padding rows here
+        example += (torch.zeros(batch, spec.proposals.max, 4),)
     names = wrapper.output_names
     start = time.perf_counter()
     model = _run_exporter(wrapper, example, names, spec.exporter, spec.opset, spec.dynamic_batch)
@@ -114,30 +121,33 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
     }
 
 
-def _run_exporter(wrapper: nn.Module, example: torch.Tensor, names: list[str], exporter: str, opset: int, dynamic: bool) -> onnx.ModelProto:
-    kwargs: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": names, "opset_version": opset}
+def _run_exporter(wrapper: ExportWrapper, example: tuple[torch.Tensor, ...], names: list[str], exporter: str, opset: int,
+                  dynamic: bool) -> onnx.ModelProto:
+    inputs = wrapper.input_names
+    kwargs: dict[str, Any] = {"input_names": inputs, "output_names": names, "opset_version": opset}
     from edgevision.export.rcnn_ops import CUSTOM_OPS
     from edgevision.export.two_stage import TwoStageAdapter
 
     if exporter == "dynamo":
         if dynamic:
-            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=1024)},)
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            kwargs["dynamic_shapes"] = tuple({0: batch} for _ in inputs)
         kwargs.update(dynamo=True, optimize=True, verbose=False, custom_translation_table=CUSTOM_OPS)
     elif isinstance(getattr(wrapper, "model", None), TwoStageAdapter):
         raise ExportError("two-stage detectors export with export.exporter: dynamo (their in-graph RPN NMS has no "
                           "TorchScript lowering)")
     else:
         if dynamic:
-            kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [INPUT_NAME, *names]}
+            kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*inputs, *names]}
         kwargs.update(dynamo=False)
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
-                program = torch.onnx.export(wrapper, (example,), None, **kwargs)
+                program = torch.onnx.export(wrapper, example, None, **kwargs)
                 return program.model_proto
-            torch.onnx.export(wrapper, (example,), buffer, **kwargs)
+            torch.onnx.export(wrapper, example, buffer, **kwargs)
     except Exception as e:  # the exporters raise many types; keep the op-naming part of the message
         other = "torchscript" if exporter == "dynamo" else "dynamo"
         raise ExportError(

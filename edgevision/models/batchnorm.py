@@ -39,10 +39,12 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     from edgevision.export.detection import detection_adapter
     from edgevision.export.onnx_export import ExportWrapper
     from edgevision.models.sources import build_model
+    from edgevision.recipe import ExportSpec
     from edgevision.recipe import InputSpec as RecipeInput
     from edgevision.recipe import ModelSpec
     from edgevision.runtime.predictor import DETECTION_TASKS
     from edgevision.runtime.preprocess import InputSpec, preprocess
+    from edgevision.runtime.proposals import proposal_batch
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
@@ -52,11 +54,15 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     if task in DETECTION_TASKS and not _has_batchnorm(getattr(getattr(model, "roi_heads", None), "mask_head", None),
                                                       getattr(getattr(model, "roi_heads", None), "keypoint_head", None)):
         task = "detection"  # R-CNN mask / keypoint heads without BatchNorm: skip running them (slow on CPU)
-    core = detection_adapter(model, spec.size, task) if task in DETECTION_TASKS else model
+    proposals = ExportSpec(**recipe_data.get("export", {})).proposals
+    core = detection_adapter(model, spec.size, task, proposals) if task in DETECTION_TASKS else model
     wrapper = ExportWrapper(core, task, spec.layout)
-    batches = (torch.from_numpy(preprocess([data[k].image for k in range(i, min(i + 4, images))], spec)[0])
-               for i in range(0, images, 4))
-    reestimate_batchnorm(wrapper, batches)
+    batches = [preprocess([data[k].image for k in range(i, min(i + 4, images))], spec) for i in range(0, images, 4)]
+    if proposals is None:
+        reestimate_batchnorm(wrapper, (torch.from_numpy(x) for x, _ in batches))
+    else:  # the second stage on the runtime's default proposals
+        reestimate_batchnorm(wrapper, batches, lambda b: wrapper(torch.from_numpy(b[0]), torch.from_numpy(
+            proposal_batch(None, b[1], proposals.max, spec.size))))
     torch.save(model.state_dict(), path)
     return Path(path)
 

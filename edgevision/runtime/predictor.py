@@ -6,16 +6,17 @@ Runs on Python 3.10 (JetPack 6) with numpy and one backend package.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from edgevision.artifact import VARIANT, read_json, read_manifest, verify_files
 from edgevision.backends.base import INPUT_NAME, Runner, create_runner
-from edgevision.errors import ArtifactError, BackendNotInstalled
+from edgevision.errors import ArtifactError, BackendNotInstalled, InputError
 from edgevision.runtime import postprocess
 from edgevision.runtime.images import ImageLike, to_rgb
 from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
+from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.runtime.results import Classification, Detections, Segmentation
 
 DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")  # results are Detections
@@ -34,6 +35,7 @@ class Predictor:
         self.input = InputSpec.from_dict(info["input"])
         self.input_name: str = info["input"].get("name", INPUT_NAME)
         self.max_batch: int = int(info["input"].get("max_batch", 1))
+        self.max_proposals: Optional[int] = info["input"].get("proposals")  # external-proposal artifacts
         if self.task not in ("classification", "segmentation", *DETECTION_TASKS):
             raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
 
@@ -48,25 +50,43 @@ class Predictor:
         channel_order: str = "rgb",
         top_k: int = 5,
         scores: bool = False,
+        proposals: Any = None,
     ) -> Union[Result, List[Result]]:
         """Run the model on one image or a list of them.
 
         images: a file path, a PIL image, an HxWx3 uint8 array (RGB, or BGR with
         channel_order='bgr' as OpenCV gives), or a list of these. Grayscale, RGBA and 16-bit
         inputs are converted. Returns one result, or a list for a list.
+        proposals (external-proposal artifacts): boxes [N,4] xyxy in original image pixels, one
+        array per image for a list; out-of-image coordinates are clipped, an empty array gives
+        no detections; None: a fixed multi-scale grid of boxes.
         """
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         if not items:
             return []
+        per_image = None if proposals is None else ([proposals] if single else list(proposals))
+        if per_image is not None and len(per_image) != len(items):
+            raise InputError(f"proposals: one array per image expected, got {len(per_image)} for {len(items)} images")
+        if per_image is not None and self.max_proposals is None:
+            raise InputError(f"proposals: {self.name} does not take proposals (it was not compiled with export.proposals)")
         rgb = [to_rgb(im, channel_order) for im in items]
         results: List[Result] = []
         for start in range(0, len(rgb), self.max_batch):
-            chunk = rgb[start : start + self.max_batch]
-            batch, transforms = preprocess(chunk, self.input)
-            outputs = self.runner.infer({self.input_name: batch})
+            part = None if per_image is None else per_image[start : start + self.max_batch]
+            feeds, transforms = self.feeds(rgb[start : start + self.max_batch], part)
+            outputs = self.runner.infer(feeds)
             results.extend(self._post(outputs, transforms, top_k=top_k, scores=scores))
         return results[0] if single else results
+
+    def feeds(self, rgb: Sequence[np.ndarray], proposals: Optional[Sequence[Any]] = None) -> Tuple[Dict[str, np.ndarray], List[Transform]]:
+        """The graph inputs for RGB uint8 images (pre-processed; proposals for external-proposal
+        artifacts), and each image's transform back to original pixels."""
+        batch, transforms = preprocess(rgb, self.input)
+        feeds = {self.input_name: batch}
+        if self.max_proposals is not None:
+            feeds[PROPOSALS] = proposal_batch(proposals, transforms, self.max_proposals, self.input.size)
+        return feeds, transforms
 
     def _post(self, outputs: Dict[str, np.ndarray], transforms: List[Transform], top_k: int, scores: bool) -> List[Result]:
         if self.task == "classification":
