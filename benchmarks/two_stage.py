@@ -1,8 +1,9 @@
-"""Faster R-CNN end to end: torchvision eager vs torchvision's own ONNX export vs edgevision's graph.
+"""Faster / Mask R-CNN end to end: torchvision eager vs torchvision's own ONNX export vs edgevision's graph.
 
     python benchmarks/two_stage.py            # writes benchmarks/results/two_stage.{json,md}
 
-fasterrcnn_mobilenet_v3_large_320_fpn at 320x320 and 640x640, batch 1, FP32, interleaved rounds:
+fasterrcnn_mobilenet_v3_large_320_fpn and maskrcnn_resnet50_fpn at 320x320 and 640x640, batch 1,
+FP32, interleaved rounds (Mask R-CNN: masks pasted into the image by every contender):
   - torchvision eager: model([image tensor]) with its transform set to the benchmark size
     (so it normalises and does not resize), torch.inference_mode;
   - torchvision ONNX: the whole model exported by torch.onnx (TorchScript exporter, opset 17, the
@@ -40,36 +41,38 @@ from edgevision.recipe import ModelSpec, parse_recipe  # noqa: E402
 from whole_graph import contenders, export_whole  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
-ROUNDS = int(os.environ.get("ROUNDS", "20"))
-MODEL = "fasterrcnn_mobilenet_v3_large_320_fpn"
+ROUNDS = int(os.environ.get("ROUNDS", "10"))
+MODELS = {"fasterrcnn_mobilenet_v3_large_320_fpn": "detection", "maskrcnn_resnet50_fpn": "instance_segmentation"}
 SIZES = (320, 640)
 LABELS = ["background", "circle", "square", "triangle"]
 
 
 
-def bench(size: int, root: Path) -> dict:
-    data = {"name": f"frcnn{size}", "task": "detection", "model": {"source": MODEL, "labels": LABELS},
+def bench(source: str, size: int, root: Path) -> dict:
+    name = f"{source}-{size}"
+    data = {"name": name, "task": MODELS[source], "model": {"source": source, "labels": LABELS},
             "input": {"size": [size, size]}, "targets": [{"backend": "onnxruntime"}, {"backend": "openvino"}],
-            "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / f"frcnn{size}")}
-    data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"frcnn{size}.pt"))
+            "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / name)}
+    data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"{name}.pt"))
     start = time.perf_counter()
     manifest = api.compile(parse_recipe(data), reporter=SilentReporter())
     compile_s = time.perf_counter() - start
     model = build_model(ModelSpec(**data["model"]))
     model.transform.min_size, model.transform.max_size = (size,), size  # no resize: same input as ours
-    whole = root / f"whole{size}.onnx"
+    whole = root / f"whole-{name}.onnx"
     export_whole(model, whole, size)
-    ours = {b: load(root / f"frcnn{size}" / f"{b}-fp32") for b in ("onnxruntime", "openvino")}
+    ours = {b: load(root / name / f"{b}-fp32") for b in ("onnxruntime", "openvino")}
     image = ShapesDataset(1, seed=11, size=(size, size))[0].image
-    fns = contenders(model, whole, ours, image, "edgevision")
+    failures: dict = {}
+    fns = contenders(model, whole, ours, image, "edgevision", failures)
     e2e = {k: summarize(v) for k, v in interleaved(fns, ROUNDS, warmup=2).items()}
-    return {"model": MODEL, "size": size, "e2e_ms": e2e, "compile_seconds": round(compile_s, 1),
+    return {"model": source, "size": size, "e2e_ms": e2e, "failures": failures, "compile_seconds": round(compile_s, 1),
             "ops": manifest["export"]["ops"], "nodes": manifest["export"]["nodes"],
             "parity_vs_pytorch": {v["name"]: v["parity"] for v in manifest["variants"]}}
 
 
 def markdown(results: list, info: dict) -> str:
-    lines = ["# Faster R-CNN end to end (batch 1, FP32)", "",
+    lines = ["# Faster / Mask R-CNN end to end (batch 1, FP32)", "",
              f"Machine: {info['cpu']}, {info['cores']} cores ({' '.join(info['isa'])}), {info['threads']} threads; "
              f"median of {ROUNDS} interleaved rounds; {info['seconds']:.0f} s in all. Random weights (BatchNorm re-estimated).", ""]
     for r in results:
@@ -79,6 +82,7 @@ def markdown(results: list, info: dict) -> str:
                   "| end to end | p50 ms | p90 ms | min ms | max ms | vs torchvision eager |", "|---|---|---|---|---|---|"]
         lines += [f"| {k} | {v['p50']:.1f} | {v['p90']:.1f} | {v['min']:.1f} | {v['max']:.1f} | {eager / v['p50']:.2f}x |"
                   for k, v in e.items()]
+        lines += [f"| {k} | failed: {why} | | | | |" for k, why in r.get("failures", {}).items()]
         ops = r["ops"]
         lines += ["", f"edgevision graph: {r['nodes']} nodes, {ops.get('RoiAlign', 0)} RoiAlign, "
                   f"{ops.get('NonMaxSuppression', 0)} NonMaxSuppression, no Loop/If; compiled in {r['compile_seconds']} s.", ""]
@@ -91,7 +95,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        results = [bench(size, Path(tmp)) for size in SIZES]
+        results = [bench(source, size, Path(tmp)) for source in MODELS for size in SIZES]
     info = machine(threads)
     info["seconds"] = round(time.perf_counter() - start, 1)
     (OUT / "two_stage.json").write_text(json.dumps({"machine": info, "rounds": ROUNDS, "results": results}, indent=2) + "\n")
