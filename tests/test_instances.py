@@ -98,6 +98,8 @@ def test_heads_need_the_matching_task(tmp_path: Path) -> None:
         detection_adapter(ssd, (128, 128), "keypoints")
     mask = build_model(ModelSpec(source="maskrcnn_resnet50_fpn", labels=LABELS))
     assert detection_adapter(mask, (128, 128), "detection").output_names == ["boxes", "scores"]  # boxes only
+    with pytest.raises(ValueError, match="class_agnostic is not supported for Mask / Keypoint R-CNN"):
+        detection_adapter(mask, (128, 128), "instance_segmentation").nms_params(class_agnostic=True)
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,9 @@ class TwoStageAdapter(nn.Module):
         """The box head's NMS: roi_heads.score_thresh, nms_thresh and detections_per_img, with the
         recipe's overrides (export.nms). Masks and keypoints apply it in the graph (final_nms)."""
         given = {k: v for k, v in overrides.items() if v is not None}
+        if self.head != "boxes" and given.get("class_agnostic"):
+            raise ValueError("class_agnostic is not supported for Mask / Keypoint R-CNN (their NMS runs per label in "
+                             "the graph, as torchvision's); remove it")
         self.box_nms = NMSParams(**{**self.box_nms.to_dict(), **given})  # m follows the score threshold
         return NMSParams(**{**self.box_nms.to_dict(), "pre_nms_top_k": self.proposals * self.per_proposal, **given})
 
