@@ -30,15 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgevision import api, load  # noqa: E402
+from edgevision import load  # noqa: E402
 from edgevision.bench.latency import interleaved, summarize  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
-from edgevision.console import SilentReporter  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
-from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402
-from edgevision.recipe import ModelSpec, parse_recipe  # noqa: E402
-from whole_graph import contenders, export_whole  # noqa: E402
+from edgevision.recipe import ModelSpec  # noqa: E402
+from whole_graph import compile_random_weights, contenders, export_whole  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 ROUNDS = int(os.environ.get("ROUNDS", "10"))
@@ -53,10 +51,7 @@ def bench(source: str, size: int, root: Path) -> dict:
     data = {"name": name, "task": MODELS[source], "model": {"source": source, "labels": LABELS},
             "input": {"size": [size, size]}, "targets": [{"backend": "onnxruntime"}, {"backend": "openvino"}],
             "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / name)}
-    data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"{name}.pt"))
-    start = time.perf_counter()
-    manifest = api.compile(parse_recipe(data), reporter=SilentReporter())
-    compile_s = time.perf_counter() - start
+    manifest, compile_s = compile_random_weights(data, root)
     model = build_model(ModelSpec(**data["model"]))
     model.transform.min_size, model.transform.max_size = (size,), size  # no resize: same input as ours
     whole = root / f"whole-{name}.onnx"

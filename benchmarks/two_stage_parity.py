@@ -21,16 +21,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgevision import api, load  # noqa: E402
+from edgevision import load  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
-from edgevision.console import SilentReporter  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
 from edgevision.export.two_stage import as_contract, torchvision_two_stage  # noqa: E402
-from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402
-from edgevision.recipe import ModelSpec, parse_recipe  # noqa: E402
+from edgevision.recipe import ModelSpec  # noqa: E402
 from edgevision.runtime.preprocess import InputSpec, preprocess  # noqa: E402
 from edgevision.verify.parity import compare_detections  # noqa: E402
+from whole_graph import compile_random_weights  # noqa: E402
 
 OUT = Path(__file__).parent / "results"
 MODELS = {"fasterrcnn_mobilenet_v3_large_320_fpn": 320, "fasterrcnn_mobilenet_v3_large_fpn": 320,
@@ -45,10 +44,7 @@ def check(source: str, size: int, root: Path) -> list:
             "input": {"size": [size, size]}, "export": {"nms": {"score_threshold": THRESHOLD}},
             "targets": [{"backend": "onnxruntime"}, {"backend": "openvino"}],
             "verify": {"images": 2, "timing_rounds": 0}, "output": str(root / source)}
-    data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"{source}.pt"))
-    start = time.perf_counter()
-    manifest = api.compile(parse_recipe(data), reporter=SilentReporter())
-    seconds = time.perf_counter() - start
+    manifest, seconds = compile_random_weights(data, root)
     model = build_model(ModelSpec(**data["model"]))
     model.roi_heads.score_thresh = THRESHOLD
     shapes = ShapesDataset(4, seed=21, size=(size, size))

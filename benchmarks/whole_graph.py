@@ -72,3 +72,20 @@ def contenders(model: torch.nn.Module, whole: Path, ours: Dict[str, Any], image:
         fns["torchvision ONNX, openvino"] = lambda: request.infer({"images": to_tensor()})
     fns.update({f"{label}, {backend}": (lambda p=p: p.predict(image).masks) for backend, p in ours.items()})
     return fns
+
+
+def compile_random_weights(data: Dict[str, Any], root: Path) -> tuple:
+    """Compile a recipe dict (output under root) on random weights with BatchNorm re-estimated
+    (pretrained weights cannot be downloaded here): returns (manifest, compile seconds).
+    data["model"]["checkpoint"] is set to the weights used."""
+    import time
+
+    from edgevision import api
+    from edgevision.console import SilentReporter
+    from edgevision.models.batchnorm import reestimated_checkpoint
+    from edgevision.recipe import parse_recipe
+
+    data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"{data['name']}.pt"))
+    start = time.perf_counter()
+    manifest = api.compile(parse_recipe(data), reporter=SilentReporter())
+    return manifest, time.perf_counter() - start

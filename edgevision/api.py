@@ -20,9 +20,8 @@ import numpy as np
 
 from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, Staging, file_entries, sha256_file, write_json
 from edgevision.backends.base import INPUT_NAME, create_runner, require
-from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import cpu_name, tool_versions
-from edgevision.console import METRIC, METRIC_TITLE, Reporter
+from edgevision.console import METRIC, Reporter
 from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
@@ -31,6 +30,7 @@ from edgevision.recipe import Recipe, TargetSpec, load_recipe
 from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
+from edgevision.verify.measure import evaluate_model, measure
 
 _BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",
                     "tensorrt": "edgevision.backends.tensorrt"}
@@ -134,13 +134,13 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
             info["nms"] = nms.to_dict()
         feeds = _verification_feeds(recipe, val)
         ref_outputs = [reference.infer(f) for f in feeds]
-        baseline_accuracy = _evaluate(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
+        baseline_accuracy = evaluate_model(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
         context.update(_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
         runners: dict[str, Any] = {}  # one open runner per built variant, for parity, accuracy and timing
         try:
             variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context, runners)
                         for t in recipe.targets]
-            baseline = _measure(recipe, info, reference, baseline_accuracy, variants, runners, val, reporter, threads)
+            baseline = measure(recipe, info, reference, baseline_accuracy, variants, runners, val, reporter, threads)
         finally:
             for r in runners.values():
                 r.close()
@@ -301,14 +301,6 @@ def open_runner(entry: dict[str, Any], vdir: Path, threads: Optional[int]) -> tu
     return create_runner(entry["backend"], files, settings, threads), None
 
 
-def _evaluate(info: dict[str, Any], name: str, runner: Any, val: Any, reporter: Reporter) -> dict[str, Any]:
-    """The task metrics of one model on data.val, end to end through the runtime's Predictor."""
-    from edgevision.eval.metrics import evaluate
-
-    with reporter.task(f"evaluating {name} on {val.name}", len(val)) as advance:
-        return evaluate(Predictor({**info, "name": name}, runner), val, progress=advance)
-
-
 def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseline: Optional[dict[str, Any]],
                           reporter: Reporter, threads: int) -> dict[str, Any]:
     """What int8 builds need: the calibration set (loaded once), the cache switch, and the accuracy
@@ -333,53 +325,6 @@ def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseli
             lambda runner, idx: evaluate(Predictor({**info, "name": "candidate"}, runner), val if idx is None else Selection(val, idx)),
             list(info["outputs"]), threads)
     return context
-
-
-def _measure(recipe: Recipe, info: dict[str, Any], reference: Any, baseline_accuracy: Optional[dict[str, Any]],
-             variants: list[dict[str, Any]], runners: dict[str, Any], val: Any, reporter: Reporter,
-             threads: int) -> dict[str, Any]:
-    """Accuracy on the val split (and the accuracy gate), interleaved latency (engine and end to
-    end), baseline included."""
-    ok = [v for v in variants if v["status"] != "error"]
-    predictors = {"pytorch": Predictor({**info, "name": "pytorch-fp32"}, reference)}
-    predictors.update({v["name"]: Predictor({**info, "name": v["name"]}, runners[v["name"]]) for v in ok})
-    if val is not None:
-        for v in ok:
-            v["accuracy"] = _evaluate(info, v["name"], runners[v["name"]], val, reporter)
-            _gate(recipe, v, baseline_accuracy)
-    emulated = {v["name"] for v in ok if "verified_with" in v}  # emulation timings mean nothing
-    latency = _time(recipe, {n: p for n, p in predictors.items() if n not in emulated}, val, reporter, threads)
-    for v in ok:
-        v["latency"] = latency.get(v["name"])
-    return {"accuracy": baseline_accuracy, "latency": latency.get("pytorch"), "threads": threads}
-
-
-def _gate(recipe: Recipe, variant: dict[str, Any], baseline: Optional[dict[str, Any]]) -> None:
-    """verify.max_drop: fail a variant that loses more than the limit against PyTorch FP32."""
-    metric = METRIC[recipe.task]
-    if baseline is None or variant.get("accuracy") is None:
-        return
-    drop = round(100.0 * (baseline[metric] - variant["accuracy"][metric]), 3)
-    variant["accuracy_drop"] = drop
-    limit = getattr(recipe.verify.max_drop, metric)
-    if limit is not None and drop > limit:
-        variant["status"] = "failed"
-        variant.setdefault("reasons", []).append(
-            f"accuracy gate: {METRIC_TITLE[recipe.task]} {variant['accuracy'][metric]:.4f} is {drop:.2f} points below "
-            f"PyTorch FP32 {baseline[metric]:.4f} (verify.max_drop.{metric}: {limit})")
-
-
-def _time(recipe: Recipe, predictors: dict[str, Predictor], val: Any, reporter: Reporter, threads: int) -> dict[str, Any]:
-    """Interleaved p50/p90/p99 per model: engine only (`infer`) and end to end (`e2e`, pre + post)."""
-    rounds = recipe.verify.timing_rounds
-    if rounds == 0:
-        return {}
-    sample = val[0].image if val is not None else ShapesDataset(1, seed=9999, size=recipe.input.size)[0].image
-    feed = predictors["pytorch"].feeds([sample])[0]
-    reporter.info(f"timing {len(predictors)} models: {rounds} interleaved rounds, batch 1, {threads} threads")
-    infer = interleaved({n: (lambda p=p: p.runner.infer(feed)) for n, p in predictors.items()}, rounds)
-    e2e = interleaved({n: (lambda p=p: p.predict(sample)) for n, p in predictors.items()}, rounds)
-    return {n: {"infer": summarize(infer[n]), "e2e": summarize(e2e[n])} for n in predictors}
 
 
 def _variant_public(v: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ command-line tool. Every validation error names the file and the field path, for
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -18,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgevision.backends.base import BACKEND_PRECISIONS
 from edgevision.errors import RecipeError
+from edgevision.recipe_errors import format_error
 
 Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -347,60 +347,8 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: {_format_error(err)}" for err in e.errors()]
+        lines = [f"{source}: {format_error(Recipe, err)}" for err in e.errors()]
         raise RecipeError("\n".join(lines)) from None
-
-
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _format_error(err: dict[str, Any]) -> str:
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    where = _format_loc(loc)
-    kind = err["type"]
-    value = err.get("input")
-    if kind == "extra_forbidden":
-        key = str(loc[-1])
-        known = _fields_at(loc[:-1])
-        hint = difflib.get_close_matches(key, known, n=1)
-        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
-        return f"{where}: unknown key '{key}'{suggestion}"
-    if kind == "literal_error":
-        expected = err.get("ctx", {}).get("expected", "")
-        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
-        return f"{where}: {value!r} is not one of {', '.join(choices)}"
-    if kind == "missing":
-        return f"{where}: required field is missing"
-    msg = err["msg"].removeprefix("Value error, ")
-    prefix = f"{where}: " if where else ""
-    if kind.endswith(("_type", "_parsing")):
-        return f"{prefix}{msg} (got {value!r})"
-    return f"{prefix}{msg}"
-
-
-def _fields_at(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the schema object at a location (for 'did you mean')."""
-    model: Any = Recipe
-    for part in loc:
-        if isinstance(part, int) or model is None:
-            continue
-        field = model.model_fields.get(part)
-        model = _model_of(field.annotation) if field else None
-    return sorted(model.model_fields) if model is not None else []
-
-
-def _model_of(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def json_schema() -> dict[str, Any]:

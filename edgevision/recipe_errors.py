@@ -1,0 +1,61 @@
+"""Recipe validation errors as one line each, naming the field and what to do ("did you mean")."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from pydantic import BaseModel
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def format_error(root: Any, err: dict[str, Any]) -> str:
+    """One pydantic error of a `root` model as 'field.path: what is wrong (and the fix)'."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    where = _format_loc(loc)
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _fields_at(root, loc[:-1])
+        hint = difflib.get_close_matches(key, known, n=1)
+        suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
+        return f"{where}: unknown key '{key}'{suggestion}"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",") if c.strip()]
+        return f"{where}: {value!r} is not one of {', '.join(choices)}"
+    if kind == "missing":
+        return f"{where}: required field is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    prefix = f"{where}: " if where else ""
+    if kind.endswith(("_type", "_parsing")):
+        return f"{prefix}{msg} (got {value!r})"
+    return f"{prefix}{msg}"
+
+
+def _fields_at(root: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the schema object at a location (for 'did you mean')."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        model = _model_of(field.annotation) if field else None
+    return sorted(model.model_fields) if model is not None else []
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
