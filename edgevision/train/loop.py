@@ -25,6 +25,7 @@ from edgevision.export.onnx_export import ExportWrapper
 from edgevision.models.sources import build_model
 from edgevision.recipe import Recipe
 from edgevision.runtime.preprocess import InputSpec, preprocess, resize_nearest
+from edgevision.train.torchvision_det import background_is_class_zero, detection_loss, is_torchvision_detector
 
 IGNORE = 255  # letterbox padding in segmentation targets
 
@@ -32,12 +33,15 @@ IGNORE = 255  # letterbox padding in segmentation targets
 def _targets(recipe: Recipe, dataset: Dataset, indices: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, Any]:
     samples = [dataset[int(i)] for i in indices]
     images, transforms = preprocess([s.image for s in samples], spec)
-    if recipe.task == "detection":  # boxes in network-input pixels
+    if recipe.task in ("detection", "instance_segmentation"):  # boxes (and masks) in network-input pixels
         targets = []
         for s, t in zip(samples, transforms):
             boxes = t.to_network(np.asarray([i.box for i in s.instances], dtype=np.float32))
-            targets.append({"boxes": torch.from_numpy(boxes),
-                            "labels": torch.as_tensor([_label_index(dataset, recipe, i.label) for i in s.instances], dtype=torch.long)})
+            target = {"boxes": torch.from_numpy(boxes),
+                      "labels": torch.as_tensor([_label_index(dataset, recipe, i.label) for i in s.instances], dtype=torch.long)}
+            if recipe.task == "instance_segmentation":
+                target["masks"] = torch.from_numpy(_network_masks(dataset, s, t, spec.size))
+            targets.append(target)
         return images, targets
     if recipe.task == "classification":
         labels = [s.label for s in samples]
@@ -54,6 +58,19 @@ def _targets(recipe: Recipe, dataset: Dataset, indices: np.ndarray, spec: InputS
     return images, target
 
 
+def _network_masks(dataset: Dataset, sample: Any, t: Any, size: tuple[int, int]) -> np.ndarray:
+    """Instance masks [N,H,W] uint8 placed in the network input as the image is (resize / letterbox)."""
+    h, w = size
+    x0, y0, x1, y1 = t.content
+    masks = np.zeros((len(sample.instances), h, w), dtype=np.uint8)
+    for k, inst in enumerate(sample.instances):
+        if inst.mask is None:
+            raise DataError(f"{dataset.name}: image {sample.file_name} has an instance without a mask; "
+                            "instance_segmentation training needs masks")
+        masks[k, y0:y1, x0:x1] = resize_nearest(inst.mask.astype(np.uint8), y1 - y0, x1 - x0)
+    return masks
+
+
 def _label_index(dataset: Dataset, recipe: Recipe, category: int) -> int:
     """Dataset category -> model label index, by name."""
     name = dataset.categories[category]
@@ -68,12 +85,12 @@ def _flip(x: torch.Tensor, y: Any, task: str, layout: str, width: int) -> tuple[
     x = x.flip(-1 if layout == "nchw" else -2)
     if task == "segmentation":
         return x, y.flip(-1)
-    if task == "detection":
+    if task in ("detection", "instance_segmentation"):
         flipped = []
         for t in y:
             b = t["boxes"].clone()
             b[:, [0, 2]] = width - t["boxes"][:, [2, 0]]
-            flipped.append({"boxes": b, "labels": t["labels"]})
+            flipped.append({**t, "boxes": b, **({"masks": t["masks"].flip(-1)} if "masks" in t else {})})
         return x, flipped
     return x, y
 
@@ -102,6 +119,32 @@ class _Cached:
         return self._items[index]
 
 
+def _loss_function(recipe: Recipe, model: nn.Module, dataset: Dataset) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+    """(pre-processed batch, targets) -> training loss, for the recipe's task and model."""
+    if recipe.task in ("detection", "instance_segmentation") and is_torchvision_detector(model):
+        labels = list(recipe.model.labels or [])
+        if background_is_class_zero(model) and labels and labels[0] in dataset.categories:
+            raise RecipeError(f"model.labels: {type(model).__name__} learns class 0 as background, but model.labels[0] is "
+                              f"the data category '{labels[0]}'; put 'background' first, e.g. [background, {', '.join(labels)}]")
+        if recipe.task == "instance_segmentation" and getattr(getattr(model, "roi_heads", None), "mask_head", None) is None:
+            raise RecipeError(f"task instance_segmentation: model.source '{recipe.model.source}' has no mask head")
+        nchw = recipe.input.layout == "nchw"
+        return lambda x, y: detection_loss(model, x if nchw else x.permute(0, 3, 1, 2), y)
+    if recipe.task in ("detection", "instance_segmentation") and not (recipe.task == "detection" and hasattr(model, "loss")):
+        raise RecipeError(f"model.source '{recipe.model.source}': {recipe.task} training supports edgevision's yolo and "
+                          "torchvision's detectors (Faster / Mask R-CNN, RetinaNet, FCOS, SSD)")
+    net = ExportWrapper(model, recipe.task, recipe.input.layout)
+    if recipe.task == "detection":
+        return lambda x, y: model.loss(net(x), y, recipe.input.size)
+    ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = net(x)
+        return ce(out, y) + (dice_loss(out, y) if recipe.task == "segmentation" else 0)
+
+    return loss
+
+
 def train(
     recipe: Recipe,
     log: Callable[[str], None] = print,
@@ -112,8 +155,8 @@ def train(
         raise RecipeError("train: this recipe has no 'train' section (and data.train source)")
     if recipe.model.checkpoint is None:
         raise RecipeError("model.checkpoint: name the file the training writes, e.g. build/checkpoints/model.pt")
-    if recipe.task not in ("classification", "segmentation", "detection"):
-        raise RecipeError(f"task '{recipe.task}': training is not supported yet")
+    if recipe.task not in ("classification", "segmentation", "detection", "instance_segmentation"):
+        raise RecipeError(f"task '{recipe.task}': training is not supported yet (shapes has no keypoints)")
     cfg = recipe.train
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -123,41 +166,36 @@ def train(
     if recipe.data.train.source == "shapes":  # rendered once, not once per epoch
         dataset = _Cached(dataset)
     model = build_model(recipe.model, load_checkpoint=False)
-    if recipe.task == "detection" and not hasattr(model, "loss"):
-        raise RecipeError(f"model.source '{recipe.model.source}': detection training supports edgevision's yolo for now")
-    net = ExportWrapper(model, recipe.task, recipe.input.layout)
+    step_loss = _loss_function(recipe, model, dataset)
     steps_per_epoch = max(1, len(dataset) // cfg.batch)
     total = cfg.epochs * steps_per_epoch
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15)
-    ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
     log(f"training {recipe.model.source} on {dataset.name}: {cfg.epochs} epochs x {steps_per_epoch} steps, batch {cfg.batch}")
-    start, step, recent = time.perf_counter(), 0, []
+    start, step, recent, first = time.perf_counter(), 0, [], []
     model.train()
     for _epoch in range(cfg.epochs):
         order = rng.permutation(len(dataset))
         for b in range(steps_per_epoch):
             images, target = _targets(recipe, dataset, order[b * cfg.batch : (b + 1) * cfg.batch], spec)
             x = torch.from_numpy(images)
-            y = target if recipe.task == "detection" else torch.from_numpy(target)
+            y = target if isinstance(target, list) else torch.from_numpy(target)
             if recipe.task != "classification" and rng.random() < 0.5:  # flip images and targets together
                 x, y = _flip(x, y, recipe.task, recipe.input.layout, recipe.input.size[1])
-            out = net(x)
-            if recipe.task == "detection":
-                loss = model.loss(out, y, recipe.input.size)
-            else:
-                loss = ce(out, y) + (dice_loss(out, y) if recipe.task == "segmentation" else 0)
+            loss = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
             recent = (recent + [loss.item()])[-20:]
+            first = first if len(first) >= 20 else first + [loss.item()]
             if progress:
                 progress(step, total, float(np.mean(recent)))
     model.eval()
     seconds = time.perf_counter() - start
-    meta: dict[str, Any] = {"recipe": recipe.name, "epochs": cfg.epochs, "steps": total, "final_loss": float(np.mean(recent)),
+    meta: dict[str, Any] = {"recipe": recipe.name, "epochs": cfg.epochs, "steps": total,
+                            "initial_loss": float(np.mean(first)), "final_loss": float(np.mean(recent)),
                             "seconds": round(seconds, 1), "data": dataset.name}
     path = recipe.model.checkpoint
     path.parent.mkdir(parents=True, exist_ok=True)
