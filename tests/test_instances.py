@@ -104,9 +104,11 @@ def test_heads_need_the_matching_task(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def maskrcnn(compiled):  # noqa: ANN001, ANN201
+    """Score threshold 0.5: with these random weights the images keep from 0 to 100 detections, so the mask head
+    (run on kept detections only, a data-dependent count) sees a different count per image, and none at all."""
     return compiled("maskrcnn", "instance_segmentation", "maskrcnn_resnet50_fpn", 160,
                     targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
-                             {"backend": "tensorrt", "precision": "fp32"}])
+                             {"backend": "tensorrt", "precision": "fp32"}], export={"nms": {"score_threshold": 0.5}})
 
 
 def test_mask_rcnn_artifact_matches_torchvision(maskrcnn) -> None:  # noqa: ANN001
@@ -118,16 +120,24 @@ def test_mask_rcnn_artifact_matches_torchvision(maskrcnn) -> None:  # noqa: ANN0
         assert v["status"] == "passed" and v["parity"]["masks_close"] >= 0.99, v
         assert set(v["accuracy"]) >= {"map", "mask_map"} and 0 <= v["accuracy"]["mask_map"] <= 1
     model = build_model(ModelSpec(source=manifest["model"]["source"], labels=LABELS, checkpoint=manifest["model"]["checkpoint"]))
+    model.roi_heads.score_thresh = manifest["nms"]["score_threshold"]
     shapes = ShapesDataset(3, seed=21, size=(160, 160))
-    batch = preprocess([shapes[i].image for i in range(3)], InputSpec.from_dict(manifest["input"]))[0]  # batch > 1
+    images = [shapes[i].image for i in range(3)] + [np.full((160, 160, 3), 128, np.uint8)]  # grey: no detection
+    batch = preprocess(images, InputSpec.from_dict(manifest["input"]))[0]  # batch > 1
     with torch.no_grad():
         expected = as_contract(torchvision_two_stage(model, torch.from_numpy(batch)), manifest["nms"]["max_detections"])
+    counts = expected["num_dets"][:, 0]
+    assert counts[-1] == 0 and len(set(counts)) == 4, counts  # a different number of mask heads per image
     for name in ("onnxruntime-fp32", "openvino-fp32"):
         with edgevision.load(root / name) as predictor:
-            m = compare_detections([expected], [predictor.runner.infer({"images": batch})])
+            got = predictor.runner.infer({"images": batch})
+            m = compare_detections([expected], [got])
             assert m["detections"] >= 30 and m["matched"] >= 0.99 and m["matched_candidate"] >= 0.99, (name, m)
             # random weights: mask logits sit near 0, so a few pixels near 0.5 may flip; >= 99% of instances hold
             assert m["max_score_diff"] < 1e-3 and m["masks_close"] >= 0.99, (name, m)
+            assert all(not got["masks"][i, n:].any() for i, n in enumerate(got["num_dets"][:, 0]))  # empty slots: zeros
+            alone = predictor.runner.infer({"images": batch[3:]})  # a batch without any detection
+            assert alone["num_dets"][0, 0] == 0 and not alone["masks"].any()
 
 
 def test_mask_rcnn_predict_gives_masks_at_the_original_size(maskrcnn) -> None:  # noqa: ANN001

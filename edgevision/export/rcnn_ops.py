@@ -79,9 +79,12 @@ class Pooler:
 
     def __call__(self, feats: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
         b, k = boxes.shape[:2]
-        rois = boxes.reshape(b * k, 4)
-        batch = torch.arange(b, dtype=rois.dtype).repeat_interleave(k).unsqueeze(1)
-        rois5 = torch.cat([batch, rois], dim=1)
+        batch = torch.arange(b, dtype=boxes.dtype).repeat_interleave(k)
+        return self.pool(feats, boxes.reshape(b * k, 4), batch)
+
+    def pool(self, feats: dict[str, torch.Tensor], rois: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """rois [N,4] of images batch [N] (float) -> [N, C, h, w]."""
+        rois5 = torch.cat([batch.to(rois.dtype).unsqueeze(1), rois], dim=1)
         maps = [feats[name] for name in self.names]
         if len(maps) == 1 or self.mapper.k_min == self.mapper.k_max:  # one level (MobileNet FPN: equal strides)
             return torchvision.ops.roi_align(maps[0], rois5, self.output_size, self.scales[0], self.sampling_ratio, False)

@@ -189,13 +189,19 @@ class TwoStageAdapter(nn.Module):
             return boxes, onehot * scores.unsqueeze(-1)
         num, boxes, scores, labels = self.final_nms(boxes, scores, labels)
         b, d = boxes.shape[:2]
-        pooled = self.head_pool(feats, boxes)
+        # The mask / keypoint head runs on the kept detections only (a data-dependent count, as in
+        # torchvision): on all D slots it would cost D heads per image (~1 GFLOP each for masks).
+        kept = torch.nonzero((torch.arange(d) < num).reshape(b * d)).squeeze(1)  # kept slots lead each image
+        pooled = self.head_pool.pool(feats, boxes.reshape(b * d, 4)[kept], torch.div(kept, d, rounding_mode="floor"))
         if self.head == "masks":
-            logits = roi.mask_predictor(roi.mask_head(pooled))  # [B*D, C, 28, 28]
-            own = torch.gather(logits, 1, labels.reshape(b * d, 1, 1, 1).to(torch.int64).expand(-1, 1, *logits.shape[2:]))
-            return num, boxes, scores, labels, torch.sigmoid(own).reshape(b, d, *logits.shape[2:])
-        heatmaps = roi.keypoint_predictor(roi.keypoint_head(pooled))  # [B*D, 17, 56, 56]
-        return num, boxes, scores, labels, heatmaps.reshape(b, d, *heatmaps.shape[1:])
+            logits = roi.mask_predictor(roi.mask_head(pooled))  # [N, C, 28, 28]
+            own = torch.gather(logits, 1, labels.reshape(b * d)[kept].to(torch.int64).reshape(-1, 1, 1, 1)
+                               .expand(-1, 1, *logits.shape[2:]))
+            heads = torch.sigmoid(own).squeeze(1)
+        else:
+            heads = roi.keypoint_predictor(roi.keypoint_head(pooled))  # [N, 17, 56, 56]
+        out = torch.zeros((b * d, *heads.shape[1:]), dtype=heads.dtype).index_put((kept,), heads)
+        return num, boxes, scores, labels, out.reshape(b, d, *heads.shape[1:])
 
 
 def torchvision_two_stage(model: FasterRCNN, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:

@@ -4,7 +4,7 @@ Images go through the runtime's own numpy pre-processing, so the model is traine
 what it will see when deployed. Augmentation: horizontal flips. AdamW with a one-cycle schedule.
 Segmentation uses cross-entropy + soft Dice: with cross-entropy alone the smallest class of the
 shapes set (triangles, 3% of pixels) was still at 0.02 IoU after 1000 steps; with Dice it is
-learnt within 600.
+learnt within 600. torchvision's detectors train on their own losses (train/torchvision_det.py).
 """
 
 from __future__ import annotations
