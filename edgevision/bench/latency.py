@@ -11,9 +11,14 @@ MIN_ROUNDS = 5  # a duration-bound run still gets this many rounds per model
 
 
 def interleaved(fns: Dict[str, Callable[[], Any]], rounds: Optional[int] = None, warmup: int = 3,
-                duration: Optional[float] = None, progress: Optional[Callable[[], None]] = None) -> Dict[str, np.ndarray]:
+                duration: Optional[float] = None, progress: Optional[Callable[[], None]] = None,
+                block: int = 1) -> Dict[str, np.ndarray]:
     """Call every function `warmup` times, then all of them in turn, round after round; return the
     milliseconds of each timed call per function.
+
+    block > 1: in each round a function is called `block` times in a row and all but the first call
+    are timed: steady-state latency, as in a camera loop running one model, rather than the latency
+    of a call whose caches and thread pools were just taken over by another model.
 
     The run ends after `rounds` rounds, or once `duration` seconds of rounds have passed (at least
     MIN_ROUNDS, and at most `rounds` if both are given). `progress()` is called after each round.
@@ -32,9 +37,12 @@ def interleaved(fns: Dict[str, Callable[[], Any]], rounds: Optional[int] = None,
         if duration is not None and done >= MIN_ROUNDS and time.perf_counter() - start >= duration:
             break
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            if block > 1:
+                fn()
+            for _ in range(max(1, block - 1)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
         done += 1
         if progress is not None:
             progress()
