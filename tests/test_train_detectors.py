@@ -77,3 +77,18 @@ def test_training_recipe_errors(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="task 'keypoints': training is not supported"):
         api.train(keypoints, reporter=Quiet())
     assert not (tmp_path / "t.pt").exists()
+
+
+@pytest.mark.parametrize("source,head", [("ssdlite320_mobilenet_v3_large", "head.classification_head"),
+                                         ("retinanet_resnet50_fpn", "head.classification_head"),
+                                         ("fcos_resnet50_fpn", "head.regression_head")])
+def test_one_stage_torchvision_detectors_train_on_their_own_losses(source: str, head: str, tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "detection", source)
+    torch.manual_seed(0)
+    model = build_model(recipe.model, load_checkpoint=False).train()
+    dataset = open_dataset(recipe.data.train, recipe.input.size)
+    images, targets = _targets(recipe, dataset, np.arange(2), InputSpec.from_dict(recipe.input.model_dump()))
+    loss = _loss_function(recipe, model, dataset)(torch.from_numpy(images), targets)
+    loss.backward()
+    grads = [p.grad for p in model.get_submodule(head).parameters()]
+    assert torch.isfinite(loss) and all(g is not None for g in grads) and sum(g.abs().sum().item() for g in grads) > 0
