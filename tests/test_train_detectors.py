@@ -49,8 +49,8 @@ def test_instance_targets_are_placed_as_the_image_and_flip_with_it(tmp_path: Pat
         assert abs(xs.min() - f["boxes"][0, 0].item()) <= 1.5 and abs(xs.max() + 1 - f["boxes"][0, 2].item()) <= 1.5
 
 
-def test_mask_rcnn_step_trains_every_head(tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, "instance_segmentation", "maskrcnn_resnet50_fpn")
+def _one_step(recipe):  # noqa: ANN001, ANN202
+    """The model after a training loss on 2 shapes images was back-propagated (the loss is finite and > 0)."""
     torch.manual_seed(0)
     model = build_model(recipe.model, load_checkpoint=False).train()
     dataset = open_dataset(recipe.data.train, recipe.input.size)
@@ -58,10 +58,19 @@ def test_mask_rcnn_step_trains_every_head(tmp_path: Path) -> None:
     loss = _loss_function(recipe, model, dataset)(torch.from_numpy(images), targets)
     loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0
+    return model
+
+
+def _gets_gradients(module: torch.nn.Module) -> bool:
+    grads = [p.grad for p in module.parameters()]
+    return all(g is not None for g in grads) and sum(g.abs().sum().item() for g in grads) > 0
+
+
+def test_mask_rcnn_step_trains_every_head(tmp_path: Path) -> None:
+    model = _one_step(_recipe(tmp_path, "instance_segmentation", "maskrcnn_resnet50_fpn"))
     heads = {"rpn": model.rpn.head, "box": model.roi_heads.box_predictor, "mask": model.roi_heads.mask_predictor}
     for name, head in heads.items():
-        grads = [p.grad for p in head.parameters()]
-        assert all(g is not None for g in grads) and sum(g.abs().sum().item() for g in grads) > 0, name
+        assert _gets_gradients(head), name
     assert type(model.transform).__name__ == "GeneralizedRCNNTransform"  # put back after the step
 
 
@@ -83,12 +92,5 @@ def test_training_recipe_errors(tmp_path: Path) -> None:
                                          ("retinanet_resnet50_fpn", "head.classification_head"),
                                          ("fcos_resnet50_fpn", "head.regression_head")])
 def test_one_stage_torchvision_detectors_train_on_their_own_losses(source: str, head: str, tmp_path: Path) -> None:
-    recipe = _recipe(tmp_path, "detection", source)
-    torch.manual_seed(0)
-    model = build_model(recipe.model, load_checkpoint=False).train()
-    dataset = open_dataset(recipe.data.train, recipe.input.size)
-    images, targets = _targets(recipe, dataset, np.arange(2), InputSpec.from_dict(recipe.input.model_dump()))
-    loss = _loss_function(recipe, model, dataset)(torch.from_numpy(images), targets)
-    loss.backward()
-    grads = [p.grad for p in model.get_submodule(head).parameters()]
-    assert torch.isfinite(loss) and all(g is not None for g in grads) and sum(g.abs().sum().item() for g in grads) > 0
+    model = _one_step(_recipe(tmp_path, "detection", source))
+    assert _gets_gradients(model.get_submodule(head))
