@@ -199,37 +199,64 @@ def _compile(data: dict, **changes: dict) -> dict:
         return e.manifest
 
 
-def test_accuracy_gate_fails_an_impossible_limit_and_passes_a_sane_one(trained_unet, tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def _clipping_calibration(folder: Path) -> dict:
+    """A calibration set that makes INT8 lose accuracy by construction, on any CPU: the shapes
+    images at 1/16 of their brightness. Every activation range is measured on inputs far darker
+    than data.val's, so the quantized model clips what it sees there (the input alone saturates a
+    little above black). Whether a drop happens then no longer depends on the host's arithmetic or
+    on how the brief training converged."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = ShapesDataset(4, seed=5, size=(64, 64))
+    for i in range(4):
+        Image.fromarray(shapes[i].image // 16).save(folder / f"dark{i}.png")
+    return {"source": "folder", "path": str(folder), "count": 4}
+
+
+# Only the accuracy gate decides in these tests: parity limits that any output passes.
+GATE_ONLY = {"int8": {"min_cosine": 0.0, "min_agreement": 0.0}}
+
+
+def test_accuracy_gate_fails_a_variant_over_its_limit_and_passes_one_under_it(trained_unet, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.chdir(tmp_path)
     targets = [{"backend": "onnxruntime", "precision": "int8"}, {"backend": "openvino", "precision": "int8"}]
-    calibration = {"source": "shapes", "count": 2, "seed": 5}  # too few images: a real drop
+    calibration = _clipping_calibration(tmp_path / "dark")
     strict = _compile(trained_unet, targets=targets, calibration=calibration,
-                      verify={"images": 4, "timing_rounds": 0, "max_drop": {"miou": 0.0}})
+                      verify={"images": 4, "timing_rounds": 0, "max_drop": {"miou": 0.0}, "tolerances": GATE_ONLY})
     base = strict["baseline"]["accuracy"]["miou"]
     assert base > 0.3  # trained (random weights: ~0.1)
+    drops = []
     for v in strict["variants"]:
         assert v["accuracy_drop"] == pytest.approx(100 * (base - v["accuracy"]["miou"]), abs=1e-3)
-        assert v["accuracy_drop"] > 0 and v["status"] == "failed"
-        assert any("accuracy gate: mIoU" in r and "verify.max_drop.miou: 0.0" in r for r in v["reasons"])
+        assert v["accuracy_drop"] > 1.0 and v["status"] == "failed"  # clipped activations: a real drop
+        assert v["reasons"] and all("accuracy gate: mIoU" in r and "verify.max_drop.miou: 0.0" in r for r in v["reasons"])
         q = v["settings"]["quantization"]
-        assert q["calibration"]["images"] == 2 and q["quantized_nodes"] > 5
+        assert q["calibration"]["images"] == 4 and q["quantized_nodes"] > 5
+        drops.append(v["accuracy_drop"])
     assert not Path(trained_unet["output"]).exists()  # nothing committed
-    sane = _compile(trained_unet, targets=targets, calibration={**calibration, "count": 100},
-                    verify={"images": 4, "timing_rounds": 0, "max_drop": {"miou": 5.0}})
-    assert [v["status"] for v in sane["variants"]] == ["passed", "passed"]
-    assert all(v["accuracy_drop"] <= 5.0 for v in sane["variants"])
+    # The same variants (cached statistics: the same graphs) under a limit just above the drop measured.
+    limit = round(max(drops) + 1.0, 2)
+    lenient = _compile(trained_unet, targets=targets, calibration=calibration,
+                       verify={"images": 4, "timing_rounds": 0, "max_drop": {"miou": limit}, "tolerances": GATE_ONLY})
+    assert [v["status"] for v in lenient["variants"]] == ["passed", "passed"]
+    for before, after in zip(strict["variants"], lenient["variants"]):
+        assert after["accuracy_drop"] == pytest.approx(before["accuracy_drop"], abs=0.5) and after["accuracy_drop"] <= limit
+    assert Path(trained_unet["output"]).is_dir()
 
 
 def test_accuracy_control_keeps_sensitive_layers_in_float(trained_unet, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.chdir(tmp_path)
     manifest = _compile(trained_unet, targets=[{"backend": "onnxruntime", "precision": "int8"}],
-                        calibration={"source": "shapes", "count": 2, "seed": 5, "accuracy_control": True},
-                        verify={"images": 4, "timing_rounds": 0, "max_drop": {"miou": 0.0}})
+                        calibration={**_clipping_calibration(tmp_path / "dark"), "accuracy_control": True},
+                        verify={"images": 4, "timing_rounds": 0, "max_drop": {"miou": 0.0}, "tolerances": GATE_ONLY})
     v = manifest["variants"][0]
     control = v["settings"]["quantization"]["accuracy_control"]
     kept = v["settings"]["quantization"]["kept_float"]
-    assert len(control["trials"]) >= 2 and control["trials"][0]["kept_float"] == 0
-    assert len(kept) == control["trials"][-1]["kept_float"] or not control["recovered"]
+    base = manifest["baseline"]["accuracy"]["miou"]
+    trials = control["trials"]
+    assert len(trials) >= 2 and trials[0]["kept_float"] == 0 and base - trials[0]["metric"] > 0.01  # the drop is certain
+    assert [t["kept_float"] for t in trials[1:]] == [2 ** i for i in range(len(trials) - 1)]  # 1, 2, 4, ... layers
+    assert len(kept) == max(trials, key=lambda t: t["metric"])["kept_float"]  # the best trial is what shipped
+    assert control["recovered"] == (base - max(t["metric"] for t in trials) <= 0.0)
     assert v["status"] == ("passed" if control["recovered"] else "failed")
     root = Path(trained_unet["output"]).parent / ("gate" if v["status"] == "passed" else "gate.failed")
     graph = onnx.load(str(root / "onnxruntime-int8" / "model.onnx")).graph
