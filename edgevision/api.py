@@ -18,7 +18,8 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, Staging, file_entries, sha256_file, write_json
+from edgevision.artifact import (MANIFEST, SCHEMA_VERSION, VARIANT, Staging, check_destination, file_entries, is_artifact,
+                                 sha256_file, write_json)
 from edgevision.backends.base import INPUT_NAME, create_runner, require
 from edgevision.bench.machine import cpu_name, tool_versions
 from edgevision.console import METRIC, Reporter
@@ -112,7 +113,12 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
 
     from edgevision.export.onnx_export import export_onnx
 
+    recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
     recipe, reporter = _as_recipe(recipe), reporter or Reporter()
+    failed_dir = recipe.output_dir.with_name(recipe.output_dir.name + ".failed")
+    protected = [recipe_path] if recipe_path is not None else []
+    check_destination(recipe.output_dir, protected)  # before any training: nothing of the user's is replaced
+    check_destination(failed_dir, protected, field="output (its .failed sibling)")
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     _check_backends(recipe)
@@ -150,7 +156,6 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         manifest["files"] = file_entries(stage.path)
         write_json(stage.path / MANIFEST, manifest)
         failed = [v["name"] for v in variants if v["status"] != "passed"]
-        failed_dir = recipe.output_dir.with_name(recipe.output_dir.name + ".failed")
         if failed:
             where = stage.commit(failed_dir)
             raise VerificationFailed(
@@ -159,7 +164,8 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
                 manifest,
             )
         stage.commit()
-    shutil.rmtree(failed_dir, ignore_errors=True)  # an earlier failure is no longer the latest word
+    if is_artifact(failed_dir):  # an earlier failure is no longer the latest word
+        shutil.rmtree(failed_dir, ignore_errors=True)
     return manifest
 
 

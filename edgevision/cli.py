@@ -170,7 +170,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from edgevision.errors import EdgeVisionError
 
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # typer returns 130 for Ctrl-C, N for typer.Exit(N)
     except EdgeVisionError as e:
         if _state["debug"]:
             raise
@@ -188,7 +188,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if isinstance(e, Abort):
             return 1
         raise
-    return 0
+    if code == 130:
+        print("interrupted", file=sys.stderr)
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

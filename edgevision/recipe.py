@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgevision.backends.base import BACKEND_PRECISIONS
 from edgevision.errors import RecipeError
-from edgevision.recipe_errors import format_error
+from edgevision.recipe_errors import format_errors
+from edgevision.recipe_yaml import parse_yaml, read_recipe_text
 
 Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -25,22 +25,43 @@ Backend = Literal["onnxruntime", "openvino", "tensorrt"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN / inf: "finite number" errors
+
+
+def _text(value: Any) -> Any:
+    """Strings that name things (paths, labels, sources): not blank, no NUL byte, bounded."""
+    if isinstance(value, (str, Path)):
+        text = str(value)
+        if not text.strip():
+            raise ValueError("is blank; give a value")
+        if "\x00" in text:
+            raise ValueError("contains a NUL byte")
+        if len(text) > 4096:
+            raise ValueError(f"is {len(text)} characters long (at most 4096)")
+    return value
+
+
+SafePath = Annotated[Path, BeforeValidator(_text)]
+Text = Annotated[str, BeforeValidator(_text)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed (0 .. 2^32-1).")]
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 class ModelSpec(_Strict):
     """Where the PyTorch model comes from."""
 
-    source: str = Field(
+    source: Text = Field(
+        max_length=300,
         description="An edgevision model (unet, segnet), a torchvision builder name "
         "(resnet18, lraspp_mobilenet_v3_large, ...), or 'package.module:factory'."
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the builder.")
-    checkpoint: Optional[Path] = Field(
+    checkpoint: Optional[SafePath] = Field(
         None, description="A state_dict (or {'model'|'state_dict': ...}) saved with torch.save."
     )
-    num_classes: Optional[int] = Field(None, ge=1, description="Defaults to len(labels).")
-    labels: Optional[list[str]] = Field(None, min_length=1, description="Class names, index order.")
+    num_classes: Optional[int] = Field(None, ge=1, le=100_000, description="Defaults to len(labels).")
+    labels: Optional[list[Annotated[Text, Field(max_length=200)]]] = Field(None, min_length=1, max_length=100_000,
+                                                                        description="Class names, index order.")
 
     @model_validator(mode="after")
     def _labels_match(self) -> "ModelSpec":
@@ -56,12 +77,16 @@ class ModelSpec(_Strict):
         return self.num_classes if self.num_classes is not None else (len(self.labels) if self.labels else None)
 
 
+Mean = Annotated[float, Field(ge=-10, le=10)]
+Std = Annotated[float, Field(ge=1e-3, le=10)]
+
+
 class InputSpec(_Strict):
     """How an image becomes the network input (the runtime does exactly this, in numpy)."""
 
     size: tuple[int, int] = Field(description="Network input [height, width] in pixels.")
-    mean: tuple[float, float, float] = Field((0.485, 0.456, 0.406), description="Per channel, on 0..1 pixels.")
-    std: tuple[float, float, float] = Field((0.229, 0.224, 0.225), description="Per channel, on 0..1 pixels.")
+    mean: tuple[Mean, Mean, Mean] = Field((0.485, 0.456, 0.406), description="Per channel, on 0..1 pixels.")
+    std: tuple[Std, Std, Std] = Field((0.229, 0.224, 0.225), description="Per channel, on 0..1 pixels (0.001..10).")
     channel_order: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the network expects.")
     resize: Literal["stretch", "letterbox"] = "stretch"
     pad_value: int = Field(114, ge=0, le=255, description="Letterbox padding value (0..255).")
@@ -79,13 +104,6 @@ class InputSpec(_Strict):
             raise ValueError(f"{list(v)} is out of range; each side must be 16..4096 pixels")
         return v
 
-    @field_validator("std")
-    @classmethod
-    def _nonzero(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
-        if min(v) <= 0:
-            raise ValueError("every std value must be > 0")
-        return v
-
 
 class NMSSpec(_Strict):
     """Detection post-processing (the canonical NMS); unset fields take the model's own defaults."""
@@ -93,7 +111,7 @@ class NMSSpec(_Strict):
     score_threshold: Optional[float] = Field(None, ge=0, lt=1)
     iou_threshold: Optional[float] = Field(None, gt=0, le=1)
     max_detections: Optional[int] = Field(None, ge=1, le=10000)
-    pre_nms_top_k: Optional[int] = Field(None, ge=1)
+    pre_nms_top_k: Optional[int] = Field(None, ge=1, le=1_000_000)
     class_agnostic: Optional[bool] = None
 
 
@@ -123,7 +141,7 @@ class ExportSpec(_Strict):
 class TargetSpec(_Strict):
     backend: Backend
     precision: Precision = "fp32"
-    device: str = Field("cpu", description="cpu, gpu, npu or auto (OpenVINO); cpu or cuda (ONNX Runtime); "
+    device: Text = Field("cpu", max_length=40, description="cpu, gpu, npu or auto (OpenVINO); cpu or cuda (ONNX Runtime); "
                         "cuda (TensorRT, the default there).")
     options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific settings.")
 
@@ -206,10 +224,10 @@ class VerifySpec(_Strict):
 
 class DataSource(_Strict):
     source: Literal["shapes", "coco", "folder"]
-    path: Optional[Path] = Field(None, description="coco: annotation json; folder: image directory.")
-    images: Optional[Path] = Field(None, description="coco: image directory (default: next to the json).")
-    count: Optional[int] = Field(None, ge=1, description="Number of images (shapes: required).")
-    seed: int = 0
+    path: Optional[SafePath] = Field(None, description="coco: annotation json; folder: image directory.")
+    images: Optional[SafePath] = Field(None, description="coco: image directory (default: next to the json).")
+    count: Optional[Count] = Field(None, description="Number of images (shapes: required; at most 1,000,000).")
+    seed: Seed = 0
     max_objects: int = Field(4, ge=1, le=20, description="shapes: objects per image.")
 
     @model_validator(mode="after")
@@ -241,23 +259,23 @@ class CalibrationSpec(DataSource):
 
 
 class TrainSpec(_Strict):
-    epochs: int = Field(10, ge=1)
-    batch: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    seed: int = 0
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch: int = Field(8, ge=1, le=4096)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+    seed: Seed = 0
 
 
 class BenchmarkSpec(_Strict):
     """Defaults of `edgevision benchmark` (command-line options override them)."""
 
     iterations: int = Field(200, ge=1, le=100000, description="Timed interleaved rounds per measurement.")
-    duration: Optional[float] = Field(None, gt=0, description="Seconds per measurement instead of a fixed number of "
+    duration: Optional[float] = Field(None, gt=0, le=3600, description="Seconds per measurement instead of a fixed number of "
                                       "rounds (each model gets at least 5 rounds).")
     warmup: int = Field(10, ge=0, le=10000, description="Untimed calls per model before timing.")
     batch_sizes: list[int] = Field([1], min_length=1, description="Synchronous throughput is measured at each batch "
                                    "size (above 1 needs export.dynamic_batch).")
-    async_seconds: float = Field(3.0, ge=0, description="Asynchronous multi-request throughput run per variant, where "
+    async_seconds: float = Field(3.0, ge=0, le=3600, description="Asynchronous multi-request throughput run per variant, where "
                                  "the backend has one (OpenVINO: THROUGHPUT hint, AsyncInferQueue); 0 skips it.")
     accuracy: bool = Field(True, description="Evaluate every model on data.val.")
     memory: bool = Field(True, description="Measure each model's peak RSS in a process of its own.")
@@ -271,7 +289,7 @@ class BenchmarkSpec(_Strict):
 
 
 class Recipe(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Artifact name (letters, digits, -_.).")
+    name: str = Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Artifact name (letters, digits, -_.).")
     task: Task
     model: ModelSpec
     input: InputSpec
@@ -283,7 +301,9 @@ class Recipe(_Strict):
     calibration: Optional[CalibrationSpec] = Field(
         None, description="INT8 calibration images; default: 300 images of data.train.")
     benchmark: BenchmarkSpec = BenchmarkSpec()
-    output: Optional[Path] = Field(None, description="Artifact directory (default: build/<name>).")
+    output: Optional[SafePath] = Field(None, description="Artifact directory (default: build/<name>); never the "
+                                       "working directory, one holding it or the recipe, or a folder that is not an "
+                                       "edgevision artifact.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -328,16 +348,7 @@ class Recipe(_Strict):
 def load_recipe(path: Union[str, Path]) -> Recipe:
     """Read and validate a recipe file; every problem raises RecipeError naming file and field."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RecipeError(f"{path}: {where}invalid YAML: {e.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise RecipeError(f"{path}: invalid YAML: {e}") from None
+    data = parse_yaml(read_recipe_text(path), str(path))
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of keys (name, task, model, ...), got {type(data).__name__}")
     return parse_recipe(data, source=str(path))
@@ -347,8 +358,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: {format_error(Recipe, err)}" for err in e.errors()]
-        raise RecipeError("\n".join(lines)) from None
+        raise RecipeError(format_errors(Recipe, e.errors(), source)) from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -15,6 +15,14 @@ from edgevision.console import SilentReporter
 Quiet = SilentReporter  # the tests' name for it
 
 
+def openvino_runs_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin has bf16 kernels here (AVX-512 BF16 or AMX; older CPUs run an
+    f32 fallback when bf16 is asked for). Hosts differ: an Intel Xeon with AMX, an AMD EPYC without."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def write_recipe(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path

@@ -117,6 +117,9 @@ def make_calibration_set(out: Path, source: str, count: int, seed: int = 0, size
     out = Path(out)
     if out.exists() and not force:
         raise DataError(f"{out} already exists (use --force to replace it)")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "calibration.json").is_file())):
+        raise DataError(f"{out} exists and is not a calibration set made by edgevision (no calibration.json); "
+                        "--force replaces only those: choose another folder")
     if source == "shapes":
         files: list[Any] = list(range(count))
     else:
