@@ -115,10 +115,9 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
 
     recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
     recipe, reporter = _as_recipe(recipe), reporter or Reporter()
-    failed_dir = recipe.output_dir.with_name(recipe.output_dir.name + ".failed")
     protected = [recipe_path] if recipe_path is not None else []
-    check_destination(recipe.output_dir, protected)  # before any training: nothing of the user's is replaced
-    check_destination(failed_dir, protected, field="output (its .failed sibling)")
+    output = check_destination(recipe.output_dir, protected)  # before any training: nothing of the user's is replaced
+    failed_dir = check_destination(output.with_name(output.name + ".failed"), protected, field="output (its .failed sibling)")
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     _check_backends(recipe)

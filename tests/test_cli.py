@@ -105,3 +105,55 @@ def test_inspect_detects_tampering(unet_artifact, tmp_path: Path) -> None:  # no
 def test_inspect_bad_manifest(tmp_path: Path, bad: str) -> None:
     (tmp_path / "manifest.json").write_text(bad)
     _assert_clean_error(run("inspect", str(tmp_path)), "manifest.json")
+
+
+@pytest.mark.parametrize("output", [".", "", "..", "data"])
+def test_compile_refuses_an_output_that_would_replace_user_files(tmp_path: Path, output: str) -> None:
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "photo.jpg").write_bytes(b"mine")
+    (project / "notes.txt").write_text("mine")
+    data = recipe_dict("cli", "segmentation", "unet", 64, tmp_path)
+    data["output"] = output
+    (project / "recipe.yaml").write_text(yaml.safe_dump(data))
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    proc = run("compile", "recipe.yaml", cwd=project)
+    _assert_clean_error(proc, "output")
+    assert ("is blank" if output == "" else "edgevision artifact" if output == "data" else "holds the working directory") in proc.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing written, nothing lost
+
+
+def _start_compile(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """A real compile of a small U-Net, returned once its staging folder exists (mid-build)."""
+    import time
+
+    data = recipe_dict("sig", "segmentation", "unet", 64, tmp_path, model={"kwargs": {"width": 4, "depth": 3}})
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
+    proc = subprocess.Popen([sys.executable, "-m", "edgevision", "compile", "recipe.yaml", "--threads", "1"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(tmp_path.glob(".sig.tmp-*[!k]")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    return proc, next(tmp_path.glob(".sig.tmp-*[!k]"))
+
+
+def test_ctrl_c_and_sigkill_of_a_real_compile(tmp_path: Path) -> None:
+    import signal
+
+    from edgevision.artifact import Staging
+
+    proc, staging = _start_compile(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
+    assert not staging.exists() and not (tmp_path / "sig").exists()  # cleaned up, nothing committed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sig")]
+
+    proc, staging = _start_compile(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert staging.is_dir()  # a killed process cleans nothing ...
+    with Staging(tmp_path / "sig"):  # ... the next compile of the artifact does, first thing
+        assert not staging.exists()

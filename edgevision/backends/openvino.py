@@ -6,9 +6,12 @@ silently breaks FP32 parity (../shared/TOOLCHAINS.md).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -17,7 +20,7 @@ from edgevision.errors import BackendError
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the float remainder in f32
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
-_OPTIONS = {"performance_hint", "num_streams"}
+_OPTIONS = {"performance_hint", "num_streams", "dynamic_shapes"}
 
 
 def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
@@ -50,13 +53,31 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
     if "num_streams" in options:
         config["NUM_STREAMS"] = str(options["num_streams"])
-    settings = {"files": {"model": "model.xml", "weights": "model.bin"}, "device": _DEVICES[device.lower()], "config": config}
+    settings = {"files": {"model": "model.xml", "weights": "model.bin"}, "device": _DEVICES[device.lower()], "config": config,
+                # False: the runner compiles for the input shapes of each call (static shapes run faster)
+                "dynamic_shapes": bool(options.get("dynamic_shapes", False))}
     if quantization is not None:
         settings["quantization"] = quantization
     return settings
 
 
 class Runner(RunnerBase):
+    """One OpenVINO model, safe to call from several threads.
+
+    Shapes: the IR keeps the dynamic batch it was exported with, but a CPU runs a dynamic-shape
+    model on a slower path (SSDlite-320: 27.9 ms dynamic vs 9.5 ms static, TOOLCHAINS.md), so the
+    model is compiled for the exact input shapes of each call, one compiled model per shape set
+    (at most MAX_SHAPES, least recently used dropped), unless settings["dynamic_shapes"] is true.
+
+    Threads: an InferRequest serves one call at a time (shared, it raised "Infer Request is busy"
+    and returned other callers' outputs). Each compiled model keeps a pool of idle requests; a call
+    takes one, or creates one when all are busy, so there is one request per concurrent caller and
+    none is ever shared. Outputs are copies (share_outputs=False): a result never aliases a buffer
+    that the next call overwrites.
+    """
+
+    MAX_SHAPES = 4
+
     def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None) -> None:
         ov = require("openvino", "openvino", "openvino")
         core = ov.Core()
@@ -66,51 +87,93 @@ class Runner(RunnerBase):
         device = settings.get("device", "CPU")
         try:
             model = core.read_model(str(files["model"]))
-            # names as saved (compiling may attach extra names to a port, e.g. 'argmax')
-            names = [p.get_any_name() for p in model.outputs]
-            self._compiled = core.compile_model(model, device, config)
         except Exception as e:
-            raise BackendError(f"openvino could not compile {files['model']} for {device}: {e}") from None
-        self._request = self._compiled.create_infer_request()
+            raise BackendError(f"openvino could not read {files['model']}: {e}") from None
+        # names as saved (compiling may attach extra names to a port, e.g. 'argmax')
+        names = [p.get_any_name() for p in model.outputs]
         self._ov, self._core, self._model, self._device, self._config = ov, core, model, device, config
-        self.inputs: List[TensorSpec] = [_spec(p) for p in self._compiled.inputs]
-        self.outputs: List[TensorSpec] = [_spec(p, n) for p, n in zip(self._compiled.outputs, names)]
-        self._ports = list(zip(names, self._compiled.outputs))
+        # as saved: when asked (options.dynamic_shapes), or when the IR is static already
+        self._as_saved = bool(settings.get("dynamic_shapes", False)) or not model.is_dynamic()
+        self._lock = threading.Lock()
+        self._compiled: "OrderedDict[Any, Tuple[Any, queue.SimpleQueue]]" = OrderedDict()
+        first = self._compiled_for(None if self._as_saved else _batch_one(model))  # fails here, not at the first call
+        self.inputs: List[TensorSpec] = [_spec(p) for p in model.inputs]
+        self.outputs: List[TensorSpec] = [_spec(p, n) for p, n in zip(first[0].outputs, names)]
+        self._names = names
 
+    def _compiled_for(self, shapes: Optional[Tuple[Tuple[str, Tuple[int, ...]], ...]]) -> Tuple[Any, "queue.SimpleQueue"]:
+        """The compiled model (and its idle requests) for these input shapes; None: as saved."""
+        with self._lock:
+            entry = self._compiled.get(shapes)
+            if entry is not None:
+                self._compiled.move_to_end(shapes)
+                return entry
+            try:
+                compiled = self._core.compile_model(self._shaped(shapes), self._device, self._config)
+            except Exception as e:
+                raise BackendError(f"openvino could not compile {self._model.get_friendly_name()} for {self._device}"
+                                   f"{'' if shapes is None else ' at ' + str(dict(shapes))}: {e}") from None
+            entry = self._compiled[shapes] = (compiled, queue.SimpleQueue())
+            if len(self._compiled) > self.MAX_SHAPES:
+                self._compiled.popitem(last=False)
+            return entry
+
+    def _shaped(self, shapes: Optional[Tuple[Tuple[str, Tuple[int, ...]], ...]]) -> Any:
+        if shapes is None:
+            return self._model
+        model = self._model.clone()
+        model.reshape(dict(shapes))
+        return model
+
+    @property
+    def compiled_shapes(self) -> List[Any]:
+        """The input shapes compiled so far (None: the model as saved, dynamic)."""
+        with self._lock:
+            return [None if k is None else dict(k) for k in self._compiled]
     @property
     def execution_precision(self) -> str:
         """What the device really runs (a hint it cannot honour falls back silently)."""
-        value = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        compiled = next(iter(self._compiled.values()))[0]
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
         return value.to_string() if hasattr(value, "to_string") else str(value)
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        result = self._request.infer(feeds)
-        return {name: np.asarray(result[port]) for name, port in self._ports}
+        shapes = None if self._as_saved else tuple(sorted((k, tuple(np.shape(v))) for k, v in feeds.items()))
+        compiled, idle = self._compiled_for(shapes)
+        try:
+            request = idle.get_nowait()
+        except queue.Empty:
+            request = compiled.create_infer_request()
+        try:
+            result = request.infer(feeds, share_inputs=False, share_outputs=False)
+            return {name: result[port] for name, port in zip(self._names, compiled.outputs)}
+        finally:
+            idle.put(request)
 
     def async_throughput(self, feeds: Dict[str, np.ndarray], seconds: float) -> Dict[str, Any]:
         """Inferences per second with many requests in flight: the model compiled again with the
         THROUGHPUT hint (several streams, same threads and precision), fed by an AsyncInferQueue
         with the device's optimal number of requests, for `seconds` after one warm-up round."""
         config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"}
-        compiled = self._core.compile_model(self._model, self._device, config)
-        queue = self._ov.AsyncInferQueue(compiled, 0)  # 0: the device's optimal number of requests
-        for _ in range(len(queue)):
-            queue.start_async(feeds)
-        queue.wait_all()
+        shapes = None if self._as_saved else tuple(sorted((k, tuple(np.shape(v))) for k, v in feeds.items()))
+        compiled = self._core.compile_model(self._shaped(shapes), self._device, config)
+        jobs = self._ov.AsyncInferQueue(compiled, 0)  # 0: the device's optimal number of requests
+        for _ in range(len(jobs)):
+            jobs.start_async(feeds)
+        jobs.wait_all()
         count, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            queue.start_async(feeds)  # blocks while every request is busy
+            jobs.start_async(feeds)  # blocks while every request is busy
             count += 1
-        queue.wait_all()
+        jobs.wait_all()
         elapsed = time.perf_counter() - start
         batch = int(next(iter(feeds.values())).shape[0])
-        return {"fps": round(count * batch / elapsed, 2), "requests": len(queue), "batch": batch,
+        return {"fps": round(count * batch / elapsed, 2), "requests": len(jobs), "batch": batch,
                 "streams": int(compiled.get_property("NUM_STREAMS")), "hint": "THROUGHPUT", "seconds": round(elapsed, 2)}
 
     def close(self) -> None:
-        self._request = None
-        self._compiled = None
-        self._model = None
+        with self._lock:
+            self._compiled.clear()
 
 
 def _keep_onnx_output_names(model: Any, onnx_path: Path) -> None:
@@ -125,3 +188,14 @@ def _keep_onnx_output_names(model: Any, onnx_path: Path) -> None:
 def _spec(port: Any, name: Optional[str] = None) -> TensorSpec:
     shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
     return TensorSpec(name or port.get_any_name(), shape, str(port.get_element_type()))
+
+
+def _batch_one(model: Any) -> Optional[Tuple[Tuple[str, Tuple[int, ...]], ...]]:
+    """Every input at batch 1 with its other dimensions as saved, if they are all static."""
+    shapes = []
+    for port in model.inputs:
+        dims = list(port.get_partial_shape())
+        if any(not d.is_static for d in dims[1:]):
+            return None
+        shapes.append((port.get_any_name(), (1, *(d.get_length() for d in dims[1:]))))
+    return tuple(sorted(shapes))

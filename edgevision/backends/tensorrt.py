@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -202,6 +203,7 @@ class Runner(RunnerBase):
         self.outputs: List[TensorSpec] = [spec[n] for n in names if not is_input[n]]
         self._stream = self._check(self._cudart.cudaStreamCreate())
         self._buffers: Dict[str, Tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._lock = threading.Lock()
 
     def _check(self, result: Any) -> Any:
         err, *values = result if isinstance(result, tuple) else (result,)
@@ -219,6 +221,12 @@ class Runner(RunnerBase):
         return ptr
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        # one execution context, its device buffers and its stream serve one call at a time: callers
+        # from several threads take turns (a context per thread would hold a copy of the activations)
+        with self._lock:
+            return self._infer(feeds)
+
+    def _infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cudart, ctx, kind = self._cudart, self._context, self._cudart.cudaMemcpyKind
         for spec in self.inputs:
             x = np.ascontiguousarray(feeds[spec.name])
