@@ -8,6 +8,7 @@ progress goes through a Reporter.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import platform
 import shutil
@@ -18,14 +19,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from edgevision.artifact import (MANIFEST, SCHEMA_VERSION, VARIANT, Staging, check_destination, file_entries, is_artifact,
-                                 sha256_file, write_json)
+from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, content_digest, file_entries, sha256_file, write_json
 from edgevision.backends.base import INPUT_NAME, create_runner, require
 from edgevision.bench.machine import cpu_name, tool_versions
 from edgevision.console import METRIC, Reporter
 from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
+from edgevision.staging import Staging, check_destination, is_artifact
 from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, TargetSpec, load_recipe
 from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
@@ -151,7 +152,8 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
                 r.close()
         manifest = _manifest(recipe, info, export_info, variants, baseline)
         for v in variants:
-            write_json(stage.path / v["name"] / VARIANT, {**info, **_variant_public(v)})
+            public = json.loads(json.dumps({**info, **_variant_public(v)}))
+            write_json(stage.path / v["name"] / VARIANT, {**public, "sha256": content_digest(public)})
         manifest["files"] = file_entries(stage.path)
         write_json(stage.path / MANIFEST, manifest)
         failed = [v["name"] for v in variants if v["status"] != "passed"]

@@ -1,14 +1,16 @@
-"""The artifact directory: manifest.json, per-variant variant.json, checksums, atomic commit.
+"""The artifact directory as the runtime reads it: manifest.json, variant.json, checksums.
 
-Layout (see ../shared/DESIGN.md):
+Layout:
     <output>/manifest.json           everything: task, labels, input spec, outputs, variants,
                                      tool versions, recipe hash, sha256 of every file
     <output>/model.onnx              the reference export
     <output>/<backend>-<precision>/  one folder per variant, with variant.json: a variant folder
                                      can be copied to a device and loaded on its own.
 
-An artifact is built in a hidden sibling folder and renamed into place, so an interrupted compile
-never leaves a half-written artifact and never destroys the previous one. Stdlib only (runtime).
+What is trusted: nothing in a variant folder is used before it is checked. variant.json carries
+the sha256 of its own content (so an edit is caught when the folder travels alone) and, inside
+its artifact, manifest.json's sha256 of it must match too; every file it names must be listed
+with a sha256, lie inside the variant folder and not be a symbolic link. Stdlib only (runtime).
 """
 
 from __future__ import annotations
@@ -16,23 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import time
-import uuid
-from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, List, Tuple
 
 from edgevision.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 VARIANT = "variant.json"
-STALE_UNLOCKED_SECONDS = 3600
+TASKS = ("classification", "segmentation", "detection", "instance_segmentation", "keypoints")
+# Written into an artifact after its compile by edgevision itself, so not in the manifest's list:
+# benchmark reports, and a TensorRT engine (and timing cache) built on the device at first load.
+LATER_FILES = ("report.json", "report.md", "report.html", "*/model.engine", "*/timing.cache")
 
 
 def sha256_file(path: Path) -> str:
@@ -53,17 +50,45 @@ def file_entries(root: Path, exclude: tuple = ()) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def inside(root: Path, rel: Any, what: str) -> Path:
+    """root/rel for a listed file name, or an ArtifactError if it could read anything else: an
+    absolute path, '..', or a symbolic link anywhere below root."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel or "\\" in rel:
+        raise ArtifactError(f"{root}: {what} names {rel!r}, which is not a file name inside the folder; rebuild the artifact")
+    parts = PurePosixPath(rel).parts
+    if PurePosixPath(rel).is_absolute() or ".." in parts or not parts:
+        raise ArtifactError(f"{root}: {what} names {rel!r}, which leaves the folder; rebuild the artifact")
+    path = root
+    for part in parts:
+        path = path / part
+        if path.is_symlink():
+            raise ArtifactError(f"{root}: {rel} is a symbolic link ({path} -> {os.readlink(path)}); an artifact holds "
+                                "its own files: copy them in and rebuild")
+    return path
+
+
 def verify_files(root: Path, files: Dict[str, Dict[str, Any]]) -> None:
-    """Raise ArtifactError naming every missing or modified file."""
-    problems = []
-    for rel, entry in files.items():
-        p = root / rel
-        if not p.is_file():
-            problems.append(f"missing file {rel}")
-        elif sha256_file(p) != entry["sha256"]:
-            problems.append(f"modified file {rel} (sha256 mismatch)")
+    """Raise ArtifactError naming every missing, modified, linked or outside file."""
+    problems = file_problems(root, files)
     if problems:
         raise ArtifactError(f"{root}: " + "; ".join(problems) + ". Rebuild the artifact with `edgevision compile`.")
+
+
+def file_problems(root: Path, files: Any) -> List[str]:
+    if not isinstance(files, dict):
+        return ["its list of files is malformed"]
+    problems = []
+    for rel, entry in files.items():
+        try:
+            p = inside(root, rel, "the file list")
+        except ArtifactError as e:
+            problems.append(str(e))
+            continue
+        if not p.is_file():
+            problems.append(f"missing file {rel}")
+        elif not isinstance(entry, dict) or sha256_file(p) != entry.get("sha256"):
+            problems.append(f"modified file {rel} (sha256 mismatch)")
+    return problems
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -71,6 +96,8 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path, what: str) -> Dict[str, Any]:
+    if path.is_symlink():
+        raise ArtifactError(f"{path}: is a symbolic link; an artifact holds its own files: rebuild it")
     if not path.is_file():
         raise ArtifactError(f"{path.parent}: no {path.name} here; is this an edgevision {what} directory?")
     try:
@@ -90,146 +117,111 @@ def read_manifest(root: Path) -> Dict[str, Any]:
     return read_json(root / MANIFEST, "artifact")
 
 
-def is_artifact(path: Path) -> bool:
-    """Whether `path` is a folder that edgevision wrote: its manifest.json names a schema version
-    and a list of variants (what `compile` may replace)."""
-    try:
-        data = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "schema_version" in data and isinstance(data.get("variants"), list)
+def manifest_variants(manifest: Dict[str, Any], root: Path) -> List[Dict[str, Any]]:
+    """The manifest's variant entries, each a mapping with a name, or a clear ArtifactError."""
+    variants = manifest.get("variants")
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in variants):
+        raise ArtifactError(f"{root / MANIFEST}: 'variants' must be a list of entries with a name; rebuild the artifact")
+    return variants
 
 
-def check_destination(dest: Path, protected: Sequence[Path] = (), field: str = "output") -> Path:
-    """The absolute folder an artifact may be committed to, or an ArtifactError naming `field`.
-
-    Refused: the filesystem root, the home folder, any folder that holds the working directory or
-    a `protected` path (the recipe), a file, and an existing folder that is neither empty nor an
-    edgevision artifact: committing replaces the folder whole, so these would be lost."""
-    raw = str(dest)
-    if not raw.strip() or "\x00" in raw:
-        raise ArtifactError(f"{field}: {raw!r} is not a folder name; give one such as build/<name>")
-    where = Path(dest).absolute()
-    real = where.resolve()
-    fix = "; give a folder of its own, such as build/<name>"
-    if real == Path(real.anchor) or real == Path.home().resolve():
-        raise ArtifactError(f"{field}: {raw} is {'the filesystem root' if real == Path(real.anchor) else 'the home folder'}"
-                            f" and would be replaced by the artifact{fix}")
-    for label, p in [("the working directory", Path.cwd()), *(("the recipe", Path(q)) for q in protected)]:
-        held = Path(p).absolute().resolve()
-        if held == real or real in held.parents:
-            raise ArtifactError(f"{field}: {raw} holds {label} ({held}), which committing the artifact would delete{fix}")
-    if where.is_symlink() or real.exists():
-        if not real.is_dir():
-            raise ArtifactError(f"{field}: {raw} exists and is not a folder{fix}")
-        if any(real.iterdir()) and not is_artifact(real):
-            raise ArtifactError(f"{field}: {raw} exists and is not an edgevision artifact (no manifest.json of ours); "
-                                f"edgevision replaces only its own artifacts: move it away{fix}")
-    return where
+def content_digest(info: Dict[str, Any]) -> str:
+    """sha256 of a variant.json's content without its own "sha256" field (canonical JSON)."""
+    body = {k: v for k, v in info.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-class Staging:
-    """A temporary sibling directory that becomes `dest` only on commit().
-
-    Used as a context manager: leaving the block without commit() removes the staging folder
-    and leaves any previous `dest` untouched. While it lives, the staging folder is marked by a
-    sibling lock file held with flock; staging folders whose lock is free (their process died,
-    e.g. SIGKILL) are removed when the next Staging of the same artifact starts.
-    """
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = Path(dest).absolute()
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        recover(self.dest)
-        clean_stale_staging(self.dest)
-        stem = f".{self.dest.name}.tmp-{uuid.uuid4().hex[:12]}"
-        self._lock = _Lock(self.dest.parent / f"{stem}.lock")  # taken before the folder exists
-        self.path = self.dest.parent / stem
-        self.path.mkdir()
-        self._done = False
-
-    def __enter__(self) -> "Staging":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._done:
-            shutil.rmtree(self.path, ignore_errors=True)
-        self._lock.release()
-
-    def commit(self, dest: Optional[Path] = None) -> Path:
-        """Replace `dest` (default: the one given at creation) with the staged directory; an
-        existing `dest` must be an edgevision artifact or empty (check_destination)."""
-        dest = check_destination(dest if dest is not None else self.dest)
-        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-        if dest.exists() or dest.is_symlink():
-            os.rename(dest, old)
-        try:
-            os.rename(self.path, dest)
-        except OSError:
-            if old.exists():
-                os.rename(old, dest)
-            raise
-        self._done = True
-        if old.is_symlink():
-            old.unlink()
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-        return dest
+def read_variant(vdir: Path) -> Dict[str, Any]:
+    """A variant folder's variant.json, checked: well-formed, unedited, its files listed and inside."""
+    path = Path(vdir) / VARIANT
+    info = read_json(path, "variant")
+    problems = variant_problems(info)
+    if problems:
+        raise ArtifactError(f"{path}: malformed ({'; '.join(problems)}); rebuild the artifact")
+    if info.get("sha256") != content_digest(info):
+        raise ArtifactError(f"{path}: edited since it was written (its content does not match its sha256"
+                            f"{'' if 'sha256' in info else ', which it lacks: written by an older edgevision'}); "
+                            "rebuild the artifact with `edgevision compile`")
+    listed = _manifest_entry(Path(vdir))
+    if listed is not None and listed != sha256_file(path):
+        raise ArtifactError(f"{path}: does not match the sha256 recorded for it in {Path(vdir).parent / MANIFEST}; "
+                            "rebuild the artifact")
+    for role, rel in info["settings"]["files"].items():
+        inside(Path(vdir), rel, f"settings.files.{role}")
+        if rel not in info["files"]:
+            raise ArtifactError(f"{path}: settings.files.{role} names {rel!r}, which has no sha256 in its file list; "
+                                "rebuild the artifact")
+    return info
 
 
-class _Lock:
-    """An exclusive flock on a file, released when the process ends however it ends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: Optional[int] = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        if fcntl is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self._fd)
-            self._fd = None
+def _manifest_entry(vdir: Path) -> Any:
+    """The sha256 the enclosing artifact's manifest records for this variant.json (None: no manifest)."""
+    manifest = vdir.parent / MANIFEST
+    if not manifest.is_file():
+        return None  # a variant folder copied on its own
+    data = read_json(manifest, "artifact")
+    entry = (data.get("files") or {}).get(f"{vdir.name}/{VARIANT}") if isinstance(data.get("files"), dict) else None
+    return entry.get("sha256") if isinstance(entry, dict) else ""
 
 
-def clean_stale_staging(dest: Path) -> list[Path]:
-    """Remove `dest`'s staging folders left by processes that died (their lock file is free);
-    another process's live staging folder (lock held) is never touched. Returns what was removed.
-    Folders without a lock file (older versions) count as stale after STALE_UNLOCKED_SECONDS."""
-    if fcntl is None:  # no flock (Windows): a live folder cannot be told from a dead one
-        return []
-    removed = []
-    for folder in dest.parent.glob(f".{dest.name}.tmp-*"):
-        if folder.suffix == ".lock" or not folder.is_dir():
-            continue
-        lock = folder.with_name(folder.name + ".lock")
-        if not lock.exists():
-            if time.time() - folder.stat().st_mtime < STALE_UNLOCKED_SECONDS:
-                continue
-        else:
+def variant_problems(info: Dict[str, Any]) -> List[str]:
+    """What is missing or of the wrong type in a variant.json (empty: usable)."""
+    problems = []
+    for key, kind in (("name", str), ("backend", str), ("task", str), ("labels", list), ("input", dict),
+                      ("outputs", list), ("settings", dict), ("files", dict)):
+        if not isinstance(info.get(key), kind):
+            problems.append(f"'{key}' must be a {kind.__name__}")
+    if problems:
+        return problems
+    if info["task"] not in TASKS:
+        problems.append(f"task {info['task']!r} is not one of {', '.join(TASKS)}")
+    if not all(isinstance(x, str) for x in info["labels"] + info["outputs"]) or not info["outputs"]:
+        problems.append("'labels' and 'outputs' must be lists of names (outputs not empty)")
+    inp = info["input"]
+    if not (_numbers(inp.get("size"), 2, integer=True) and _numbers(inp.get("mean"), 3) and _numbers(inp.get("std"), 3)):
+        problems.append("'input' needs size [height, width] and mean / std of 3 numbers")
+    files = info["settings"].get("files")
+    if not isinstance(files, dict) or not files or not all(isinstance(v, str) for v in files.values()):
+        problems.append("'settings.files' must map roles to file names")
+    return problems
+
+
+def _numbers(value: Any, n: int, integer: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    return (isinstance(value, list) and len(value) == n
+            and all(isinstance(v, kinds) and not isinstance(v, bool) and (not integer or v > 0) for v in value))
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    path, glob = PurePosixPath(rel), PurePosixPath(pattern)
+    return len(path.parts) == len(glob.parts) and path.match(pattern)
+
+
+def audit_artifact(root: Path) -> Tuple[List[str], List[str]]:
+    """Everything `inspect` checks: (problems, notes). Problems: listed files missing, modified or
+    outside; files on disk not listed; symbolic links; any variant.json that `load` would refuse.
+    Notes: files edgevision writes after the compile (LATER_FILES)."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    listed = manifest.get("files")
+    problems = file_problems(root, listed)
+    notes = []
+    for folder, dirs, names in os.walk(root):  # never follows a linked folder
+        for name in sorted(dirs + names):
+            p = Path(folder) / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                problems.append(f"symbolic link {rel} -> {os.readlink(p)}")
+            elif p.is_file() and rel != MANIFEST and rel not in (listed or {}):
+                if any(_matches(rel, pattern) for pattern in LATER_FILES):
+                    notes.append(f"{rel} (written after the compile; not checksummed)")
+                else:
+                    problems.append(f"extra file {rel} (not in the manifest)")
+    for v in manifest.get("variants") or []:
+        vdir = root / str(v.get("name", "")) if isinstance(v, dict) else None
+        if vdir is not None and (vdir / VARIANT).exists():
             try:
-                fd = os.open(lock, os.O_RDWR)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # held: a live compile
-                os.close(fd)
-                continue
-            lock.unlink(missing_ok=True)
-            os.close(fd)
-        shutil.rmtree(folder, ignore_errors=True)
-        removed.append(folder)
-    return removed
-
-
-def recover(dest: Path) -> None:
-    """Undo a commit that was cut off between its two renames (dest gone, .old kept)."""
-    if dest.exists():
-        for old in dest.parent.glob(f".{dest.name}.old-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.rename(olds[-1], dest)
+                read_variant(vdir)
+            except ArtifactError as e:
+                problems.append(str(e))
+    return problems, notes

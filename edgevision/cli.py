@@ -130,15 +130,21 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
     @app.command()
     def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> None:
         """Check every file's sha256 and print the artifact's summary."""
-        from edgevision.artifact import read_manifest, verify_files
+        from edgevision.artifact import audit_artifact, read_manifest
         from edgevision.console import print_summary
+        from edgevision.errors import ArtifactError
 
+        problems, notes = audit_artifact(artifact)
+        if problems:
+            raise ArtifactError(f"{artifact}: {len(problems)} problem(s): " + "; ".join(problems)
+                                + ". Rebuild the artifact with `edgevision compile`.")
         manifest = read_manifest(artifact)
-        verify_files(artifact, manifest["files"])
         print_summary(manifest)
         tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items() if v)
         print(f"created {manifest['created']}; recipe sha256 {manifest['recipe']['sha256'][:12]}; {tools}")
-        print(f"all {len(manifest['files'])} files match their sha256")
+        print(f"all {len(manifest['files'])} files match their sha256; every variant.json checked; no extra files or links")
+        for note in notes:
+            print(f"note: {note}")
 
     @app.command()
     def schema(

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from edgevision.artifact import Staging, check_destination, clean_stale_staging, file_entries, recover, verify_files
+from edgevision.artifact import file_entries, verify_files
+from edgevision.staging import Staging, check_destination, clean_stale_staging, recover
 from edgevision.errors import ArtifactError
 
 MANIFEST = '{"schema_version": 1, "variants": []}'
@@ -101,7 +102,7 @@ def test_output_folders_that_hold_user_data_are_refused(tmp_path: Path, monkeypa
     assert (project / "recipes" / "r.yaml").is_file() and _hidden(project) == [] and _hidden(tmp_path) == []
 
 
-_HOLD = ("import sys, time\nfrom edgevision.artifact import Staging\n"
+_HOLD = ("import sys, time\nfrom edgevision.staging import Staging\n"
          "s = Staging(sys.argv[1])\nprint(s.path, flush=True)\ntime.sleep(120)\n")
 
 

@@ -141,7 +141,7 @@ def _start_compile(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
 def test_ctrl_c_and_sigkill_of_a_real_compile(tmp_path: Path) -> None:
     import signal
 
-    from edgevision.artifact import Staging
+    from edgevision.staging import Staging
 
     proc, staging = _start_compile(tmp_path)
     proc.send_signal(signal.SIGINT)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edgevision.artifact import VARIANT, read_json, read_manifest, verify_files
+from edgevision.artifact import read_manifest, read_variant, verify_files
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
@@ -161,7 +161,7 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
             continue
         vdir = artifact / v["name"]
         try:
-            info = read_json(vdir / VARIANT, "variant")
+            info = read_variant(vdir)
             verify_files(vdir, info["files"])
             runner, note = api.open_runner(info, vdir, s["threads"])
         except BackendNotInstalled as e:

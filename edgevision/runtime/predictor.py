@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgevision.artifact import VARIANT, read_json, read_manifest, verify_files
+from edgevision.artifact import VARIANT, inside, manifest_variants, read_manifest, read_variant, verify_files
 from edgevision.backends.base import INPUT_NAME, Runner, create_runner
 from edgevision.errors import ArtifactError, BackendNotInstalled, InputError
 from edgevision.runtime import postprocess
@@ -125,18 +125,18 @@ def load(
         if variant is not None and variant != path.name:
             raise ArtifactError(f"{path} is the variant '{path.name}'; do not also ask for variant '{variant}'")
         return _open_variant(path, threads, verify)
-    manifest = read_manifest(path)
-    names = [v["name"] for v in manifest["variants"]]
+    variants = manifest_variants(read_manifest(path), path)
+    names = [v["name"] for v in variants]
     if variant is not None:
         if variant not in names:
             raise ArtifactError(f"{path}: no variant '{variant}' (variants: {', '.join(names)})")
-        return _open_variant(path / variant, threads, verify)
+        return _open_variant(inside(path, variant, "variant"), threads, verify)
     errors = []
-    for v in manifest["variants"]:
+    for v in variants:
         if v.get("status") != "passed":
             continue
         try:
-            return _open_variant(path / v["name"], threads, verify)
+            return _open_variant(inside(path, v["name"], "variant"), threads, verify)
         except BackendNotInstalled as e:
             errors.append(str(e))
     detail = ("; ".join(errors)) if errors else "no variant passed verification"
@@ -144,7 +144,7 @@ def load(
 
 
 def _open_variant(vdir: Path, threads: Optional[int], verify: bool) -> Predictor:
-    info = read_json(vdir / VARIANT, "variant")
+    info = read_variant(vdir)
     if verify:
         verify_files(vdir, info["files"])
     settings = info["settings"]
