@@ -24,7 +24,12 @@ Result = Union[Classification, Segmentation, Detections]
 
 
 class Predictor:
-    """Pre-process in numpy, run one backend, post-process in numpy."""
+    """Pre-process in numpy, run one backend, post-process in numpy.
+
+    Thread-safe: predict() may be called from several threads at once on every backend (the
+    runners say how: ORT sessions are re-entrant, OpenVINO gives each concurrent call its own infer
+    request, TensorRT serialises calls); results never alias buffers that a later call overwrites.
+    """
 
     def __init__(self, info: Dict[str, Any], runner: Runner, path: Optional[Path] = None) -> None:
         self.info = info
