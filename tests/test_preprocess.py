@@ -80,3 +80,17 @@ def test_to_network_inverts_to_original() -> None:
     boxes = np.array([[20, 20, 40, 40], [0, 0, 640, 480]], dtype=np.float32)
     np.testing.assert_allclose(t.to_network(boxes), [[10, 50, 20, 60], [0, 40, 320, 280]])
     np.testing.assert_allclose(t.to_original(t.to_network(boxes)), boxes, atol=1e-4)
+
+
+def test_upsampled_argmax_is_bilinear_then_argmax(rng: np.random.Generator) -> None:
+    from edgevision.runtime.postprocess import upsampled_argmax
+
+    for (c, h, w), (oh, ow) in [((5, 13, 17), (50, 70)), ((21, 40, 40), (30, 90)), ((2, 8, 8), (8, 8))]:
+        logits = rng.normal(size=(c, h, w)).astype(np.float32)
+        up = F.interpolate(torch.from_numpy(logits)[None], size=(oh, ow), mode="bilinear", align_corners=False)[0]
+        top2 = up.topk(2, dim=0).values
+        clear = (top2[0] - top2[1] > 1e-4).numpy()  # float rounding can only flip near-ties
+        ours = upsampled_argmax(logits, oh, ow)
+        assert ours.shape == (oh, ow) and ours.dtype == np.int32 and clear.mean() > 0.99
+        np.testing.assert_array_equal(ours[clear], up.argmax(dim=0).numpy()[clear])
+        assert len(np.unique(ours)) == c  # every class shows up: the comparison had something in it

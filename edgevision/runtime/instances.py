@@ -1,4 +1,4 @@
-"""Per-detection outputs of R-CNNs, finished on the host in numpy (no PyTorch):
+"""Per-detection outputs of R-CNNs, finished on the host in OpenCV and numpy (no PyTorch):
 
 - paste_masks: Mask R-CNN's 28x28 mask probabilities pasted into the image, as torchvision's
   paste_masks_in_image (1-pixel zero border, box grown by (M+2)/M, bilinear resize to the
@@ -15,7 +15,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from edgevision.runtime.preprocess import bilinear_axis
+from edgevision.runtime.preprocess import opencv
 
 
 def paste_masks(probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
@@ -24,6 +24,7 @@ def paste_masks(probs: np.ndarray, boxes: np.ndarray, height: int, width: int, t
     out = np.zeros((n, height, width), dtype=bool)
     if n == 0:
         return out
+    cv2 = opencv()
     padded = np.pad(probs.astype(np.float32), ((0, 0), (1, 1), (1, 1)))
     scale = (m + 2.0) / m
     b = boxes.astype(np.float32)
@@ -35,7 +36,7 @@ def paste_masks(probs: np.ndarray, boxes: np.ndarray, height: int, width: int, t
         xa, xb, ya, yb = max(x0, 0), min(x1 + 1, width), max(y0, 0), min(y1 + 1, height)
         if xb <= xa or yb <= ya:
             continue
-        resized = bilinear_axis(bilinear_axis(padded[i], h, 0), w, 1)
+        resized = cv2.resize(padded[i], (w, h), interpolation=cv2.INTER_LINEAR)  # torch's bilinear, half-pixel
         out[i, ya:yb, xa:xb] = resized[ya - y0:yb - y0, xa - x0:xb - x0] > threshold
     return out
 
@@ -52,34 +53,10 @@ def mask_rle(mask: np.ndarray) -> Dict[str, object]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": counts}
 
 
-def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
-    """Cubic convolution weights (torch's bicubic, A = -0.75) of the 4 taps around each position."""
-    def near(x: np.ndarray) -> np.ndarray:
-        return ((a + 2) * x - (a + 3)) * x * x + 1
-
-    def far(x: np.ndarray) -> np.ndarray:
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
-
-    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
-
-
-def bicubic_axis(a: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """torch's F.interpolate(mode='bicubic', align_corners=False) along one axis (edges clamped)."""
-    m = a.shape[axis]
-    pos = (np.arange(n) + 0.5) * (m / n) - 0.5
-    i0 = np.floor(pos).astype(np.int64)
-    w = _cubic_weights((pos - i0).astype(np.float32))  # [n,4]
-    shape = (...,) + (None,) * (a.ndim - axis - 1)
-    out = 0
-    for tap in range(4):
-        idx = np.clip(i0 - 1 + tap, 0, m - 1)
-        out = out + np.take(a, idx, axis=axis) * w[:, tap][shape]
-    return out
-
-
 def decode_keypoints(heatmaps: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """heatmaps [N,K,S,S], boxes [N,4] (the heatmaps' RoIs) -> keypoints [N,K,3] (x, y, 1) in the
     boxes' pixels and scores [N,K] (the resized heatmap at the argmax)."""
+    cv2 = opencv()
     n, k = heatmaps.shape[:2]
     points = np.zeros((n, k, 3), np.float32)
     scores = np.zeros((n, k), np.float32)
@@ -87,7 +64,9 @@ def decode_keypoints(heatmaps: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarra
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
         w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
         wc, hc = int(math.ceil(w)), int(math.ceil(h))
-        roi_map = bicubic_axis(bicubic_axis(heatmaps[i].astype(np.float32), hc, 1), wc, 2)  # [K,hc,wc]
+        # torch's bicubic (A = -0.75, edges replicated) is OpenCV's INTER_CUBIC; channels last for OpenCV
+        maps = np.ascontiguousarray(heatmaps[i].astype(np.float32).transpose(1, 2, 0))
+        roi_map = cv2.resize(maps, (wc, hc), interpolation=cv2.INTER_CUBIC).reshape(hc, wc, k).transpose(2, 0, 1)
         pos = roi_map.reshape(k, -1).argmax(axis=1)
         yi, xi = pos // wc, pos % wc
         points[i, :, 0] = (xi + 0.5) * (w / wc) + x0

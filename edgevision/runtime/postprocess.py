@@ -1,12 +1,12 @@
-"""Network outputs -> result types, in numpy (one function per task, for every backend)."""
+"""Network outputs -> result types, in OpenCV and numpy (one function per task, for every backend)."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
-from edgevision.runtime.preprocess import Transform, resize, resize_nearest
+from edgevision.runtime.preprocess import Transform, opencv, resize, resize_nearest
 from edgevision.runtime.results import Classification, Detections, Segmentation
 
 
@@ -44,10 +44,27 @@ def segmentation(
     crop = (..., slice(round(y0 * fy), round(y1 * fy)), slice(round(x0 * fx), round(x1 * fx)))
     if key == "labels":
         return Segmentation(label_map=resize_nearest(out[crop], t.height, t.width).astype(np.int32), labels=labels)
-    up = resize(out[crop].astype(np.float32).transpose(1, 2, 0), t.height, t.width)  # [H,W,C]
-    label_map = up.argmax(axis=2).astype(np.int32)
-    probs: Optional[np.ndarray] = softmax(up, axis=2).transpose(2, 0, 1) if scores else None
-    return Segmentation(label_map=label_map, labels=labels, scores=probs)
+    logits = out[crop].astype(np.float32)
+    if scores:  # per-class probabilities at the image size were asked for: the full [C,H,W] array
+        up = resize(np.ascontiguousarray(logits.transpose(1, 2, 0)), t.height, t.width).reshape(t.height, t.width, -1)
+        probs = softmax(up, axis=2).transpose(2, 0, 1)
+        return Segmentation(label_map=up.argmax(axis=2).astype(np.int32), labels=labels, scores=probs)
+    return Segmentation(label_map=upsampled_argmax(logits, t.height, t.width), labels=labels)
+
+
+def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """argmax over classes of logits [C,h,w] resized bilinearly to height x width (half-pixel
+    centres), one class at a time in OpenCV with a running maximum: never a [C,H,W] float array
+    (21 classes at 720p would be 77 MB), the same label map."""
+    cv2 = opencv()
+    best = cv2.resize(logits[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    label_map = np.zeros((height, width), dtype=np.int32)
+    for c in range(1, logits.shape[0]):
+        value = cv2.resize(logits[c], (width, height), interpolation=cv2.INTER_LINEAR)
+        higher = value > best  # ties keep the lower class id, as argmax does
+        label_map[higher] = c
+        np.maximum(best, value, out=best)
+    return label_map
 
 
 def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str]) -> Detections:
