@@ -21,6 +21,7 @@ import numpy as np
 
 from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, content_digest, file_entries, sha256_file, write_json
 from edgevision.backends.base import INPUT_NAME, create_runner, require
+from edgevision.bench.advice import from_manifest as advice_from_manifest
 from edgevision.bench.machine import cpu_name, tool_versions
 from edgevision.console import METRIC, Reporter
 from edgevision.data import Selection, open_dataset
@@ -151,6 +152,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
             for r in runners.values():
                 r.close()
         manifest = _manifest(recipe, info, export_info, variants, baseline)
+        manifest["advice"] = advice_from_manifest(manifest, METRIC[recipe.task]).to_dict()
         for v in variants:
             public = json.loads(json.dumps({**info, **_variant_public(v)}))
             write_json(stage.path / v["name"] / VARIANT, {**public, "sha256": content_digest(public)})

@@ -69,6 +69,9 @@ def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
         status = v["status"] if v["status"] == "passed" else f"{v['status']}: {'; '.join(v.get('reasons', []))}"
         if v["status"] == "passed" and "verified_with" in v:
             status = "passed (CPU emulation)"
+        warnings = ((manifest.get("advice") or {}).get("notes") or {}).get(v["name"])
+        if v["status"] == "passed" and warnings:
+            status += " - " + "; ".join(warnings)
         parity_txt = _parity_text(parity)
         rows.append([v["name"], _fmt(v.get("size_mb")), parity_txt, _fmt((v.get("accuracy") or {}).get(metric), 4),
                      _fmt(v.get("accuracy_drop")),
@@ -129,6 +132,12 @@ def print_summary(manifest: Dict[str, Any]) -> None:
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(table)
+    if manifest.get("advice"):
+        from edgevision.bench.advice import Advice
+
+        a = manifest["advice"]
+        for line in Advice(a["latency"], a["throughput"], {}).lines():
+            console.print(line + " (quick timing; `edgevision benchmark` measures carefully)", highlight=False, markup=False)
     quant = quantization_rows(manifest)
     if quant:
         qtable = Table(title="quantization")
@@ -160,3 +169,7 @@ def print_report(report: Dict[str, Any]) -> None:
     for r in report["variants"]:
         for text in (r.get("reasons") or []) + (r.get("notes") or []):
             console.print(f"  {r['name']}: {text}", highlight=False, markup=False)
+    from edgevision.bench.report import advice_lines
+
+    for line in advice_lines(report):
+        console.print(line, highlight=False, markup=False)

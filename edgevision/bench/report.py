@@ -115,10 +115,18 @@ def render_markdown(report: Dict[str, Any]) -> str:
         "",
         _md_table(DETAIL_HEADER, detail_rows(report)),
     ]
+    parts[8:8] = ["## What to ship", ""] + [f"- {line}" for line in advice_lines(report)] + [""]
     caveats = _caveats(report)
     if caveats:
         parts += ["", "## Status and caveats", ""] + [f"- {c}" for c in caveats]
     return "\n".join(parts) + "\n"
+
+
+def advice_lines(report: Dict[str, Any]) -> List[str]:
+    from edgevision.bench.advice import Advice
+
+    a = report.get("advice") or {}
+    return Advice(a.get("latency"), a.get("throughput"), a.get("notes") or {}).lines()
 
 
 _CSS = """
@@ -159,6 +167,7 @@ def render_html(report: Dict[str, Any]) -> str:
         f"{report['seconds']:.0f} s in all; {html.escape(report['created'])}<br>latency and FPS end to end at batch 1 "
         f"(JPEG decode, pre-processing, inference, post-processing); speedup: PyTorch FP32 p50 / variant p50</p>"
         + _html_table(header, table_rows(report), classes)
+        + "<h2>what to ship</h2><ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in advice_lines(report)) + "</ul>"
         + "<h2>details</h2>" + _html_table(DETAIL_HEADER, detail_rows(report), classes)
         + (f"<h2>status and caveats</h2><ul>{caveats}</ul>" if caveats else "")
         + images + "</body></html>\n"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from edgevision.artifact import read_manifest, read_variant, verify_files
+from edgevision.bench.advice import from_report
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
@@ -326,7 +327,7 @@ def _report(artifact: Path, manifest: Dict[str, Any], models: List[_Model], s: D
     settings = {k: s[k] for k in ("iterations", "duration", "warmup", "batch_sizes", "async_seconds", "accuracy",
                                   "memory", "accuracy_images", "quick", "threads")}
     settings["e2e_input"] = "one JPEG file: decode, pre-process, infer, post-process (Predictor.predict(path))"
-    return {
+    report = {
         "schema_version": 1,
         "kind": "edgevision.benchmark",
         "edgevision": __version__,
@@ -343,3 +344,5 @@ def _report(artifact: Path, manifest: Dict[str, Any], models: List[_Model], s: D
         "notes": notes,
         "variants": [m.row for m in models],
     }
+    report["advice"] = from_report(report).to_dict()
+    return report

@@ -113,6 +113,20 @@ class Settings(_Model):
     e2e_input: str
 
 
+class Pick(_Model):
+    variant: str
+    e2e_ms: Optional[float] = Field(None, description="Latency pick: its end-to-end p50.")
+    fps: Optional[float] = Field(None, description="Throughput pick: its images per second.")
+    next: Optional[str] = Field(description="The runner-up.")
+    margin: Optional[float] = Field(description="How many times better than the runner-up.")
+
+
+class Advice(_Model):
+    latency: Optional[Pick] = Field(description="The passed variant with the lowest end-to-end p50 at batch 1.")
+    throughput: Optional[Pick] = Field(description="The passed variant with the most images per second.")
+    notes: Dict[str, List[str]] = Field(description="Per variant: INT8 not worth shipping, dominated variants.")
+
+
 class Report(_Model):
     schema_version: Literal[1]
     kind: Literal["edgevision.benchmark"]
@@ -124,6 +138,7 @@ class Report(_Model):
     settings: Settings
     notes: List[str] = Field(default_factory=list, description="Caveats about the whole run (e.g. no accuracy: the recipe has no data.val).")
     variants: List[VariantRow] = Field(description="The baseline first, then every variant of the artifact, failed ones included.")
+    advice: Advice = Field(description="What to ship on this machine (bench/advice.py).")
 
 
 def json_schema() -> Dict[str, Any]:
