@@ -31,11 +31,13 @@ from edgevision.quantize.graph import WEIGHTED_OPS, consumers, name_nodes, tail_
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 PROFILES = ("onnxruntime", "tensorrt")
+PROFILE_WEIGHTED_ONLY = {"onnxruntime": False, "tensorrt": True}
 
 
 def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, exclude: Sequence[str] = (),
-                 cache: bool = True) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Calibrate (or reuse cached ranges) and insert Q/DQ; returns the model and what was done."""
+                 cache: bool = True, weighted_only: Optional[bool] = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Calibrate (or reuse cached ranges) and insert Q/DQ; returns the model and what was done.
+    weighted_only: Q/DQ only around weighted layers (None: the profile's choice)."""
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if profile not in PROFILES:
@@ -45,6 +47,7 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calib.method]
     trt = profile == "tensorrt"
+    weighted_only = PROFILE_WEIGHTED_ONLY[profile] if weighted_only is None else weighted_only
     options: dict[str, Any] = {"WeightSymmetric": True, "ActivationSymmetric": trt, "CalibPercentile": 99.999,
                                "QuantizeBias": not trt,  # TensorRT keeps biases in float
                                # a layer's output is quantized only where its consumer is (never into the tail)
@@ -72,7 +75,7 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
             with redirect_stdout(io.StringIO()):
                 quantize_static(
                     str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(WEIGHTED_OPS) if trt else None, per_channel=True,
+                    op_types_to_quantize=list(WEIGHTED_OPS) if weighted_only else None, per_channel=True,
                     activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
                     nodes_to_exclude=[*tail, *exclude], calibrate_method=method, extra_options=options,
                     calibration_cache_path=str(stats) if stats is not None else None)
