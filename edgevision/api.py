@@ -27,12 +27,12 @@ from edgevision.console import METRIC, Reporter
 from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
-from edgevision.staging import Staging, check_destination, is_artifact
 from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, TargetSpec, load_recipe
 from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
+from edgevision.staging import Staging, check_destination, is_artifact
 from edgevision.verify.measure import evaluate_model, measure
 
 _BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",

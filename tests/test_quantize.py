@@ -200,15 +200,15 @@ def _compile(data: dict, **changes: dict) -> dict:
 
 
 def _clipping_calibration(folder: Path) -> dict:
-    """A calibration set that makes INT8 lose accuracy by construction, on any CPU: the shapes
-    images at 1/16 of their brightness. Every activation range is measured on inputs far darker
-    than data.val's, so the quantized model clips what it sees there (the input alone saturates a
-    little above black). Whether a drop happens then no longer depends on the host's arithmetic or
-    on how the brief training converged."""
+    """A calibration set that makes INT8 lose accuracy by construction, on any CPU: mid-gray
+    images (the mean, 0 after normalisation) with +-3 levels of noise. Every activation range is
+    measured on inputs within +-0.05 of zero, so the quantized model clips every real image to a
+    nearly uniform gray and cannot tell the shapes apart: it predicts about the same map for every
+    image, whatever the host's arithmetic or the brief training."""
     folder.mkdir(parents=True, exist_ok=True)
-    shapes = ShapesDataset(4, seed=5, size=(64, 64))
+    rng = np.random.default_rng(5)
     for i in range(4):
-        Image.fromarray(shapes[i].image // 16).save(folder / f"dark{i}.png")
+        Image.fromarray((128 + rng.integers(-3, 4, size=(64, 64, 3))).astype(np.uint8)).save(folder / f"gray{i}.png")
     return {"source": "folder", "path": str(folder), "count": 4}
 
 
@@ -227,7 +227,7 @@ def test_accuracy_gate_fails_a_variant_over_its_limit_and_passes_one_under_it(tr
     drops = []
     for v in strict["variants"]:
         assert v["accuracy_drop"] == pytest.approx(100 * (base - v["accuracy"]["miou"]), abs=1e-3)
-        assert v["accuracy_drop"] > 1.0 and v["status"] == "failed"  # clipped activations: a real drop
+        assert v["accuracy_drop"] > 5.0 and v["status"] == "failed"  # every input clipped to gray: a real drop
         assert v["reasons"] and all("accuracy gate: mIoU" in r and "verify.max_drop.miou: 0.0" in r for r in v["reasons"])
         q = v["settings"]["quantization"]
         assert q["calibration"]["images"] == 4 and q["quantized_nodes"] > 5
@@ -253,7 +253,7 @@ def test_accuracy_control_keeps_sensitive_layers_in_float(trained_unet, tmp_path
     kept = v["settings"]["quantization"]["kept_float"]
     base = manifest["baseline"]["accuracy"]["miou"]
     trials = control["trials"]
-    assert len(trials) >= 2 and trials[0]["kept_float"] == 0 and base - trials[0]["metric"] > 0.01  # the drop is certain
+    assert len(trials) >= 2 and trials[0]["kept_float"] == 0 and base - trials[0]["metric"] > 0.05  # the drop is certain
     assert [t["kept_float"] for t in trials[1:]] == [2 ** i for i in range(len(trials) - 1)]  # 1, 2, 4, ... layers
     assert len(kept) == max(trials, key=lambda t: t["metric"])["kept_float"]  # the best trial is what shipped
     assert control["recovered"] == (base - max(t["metric"] for t in trials) <= 0.0)

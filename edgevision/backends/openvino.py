@@ -130,16 +130,19 @@ class Runner(RunnerBase):
         """The input shapes compiled so far (None: the model as saved, dynamic)."""
         with self._lock:
             return [None if k is None else dict(k) for k in self._compiled]
+
+    def _key(self, feeds: Dict[str, np.ndarray]) -> Optional[Tuple[Tuple[str, Tuple[int, ...]], ...]]:
+        return None if self._as_saved else tuple(sorted((k, tuple(np.shape(v))) for k, v in feeds.items()))
+
     @property
     def execution_precision(self) -> str:
         """What the device really runs (a hint it cannot honour falls back silently)."""
-        compiled = next(iter(self._compiled.values()))[0]
+        compiled, _ = self._compiled_for(None if self._as_saved else _batch_one(self._model))
         value = compiled.get_property("INFERENCE_PRECISION_HINT")
         return value.to_string() if hasattr(value, "to_string") else str(value)
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        shapes = None if self._as_saved else tuple(sorted((k, tuple(np.shape(v))) for k, v in feeds.items()))
-        compiled, idle = self._compiled_for(shapes)
+        compiled, idle = self._compiled_for(self._key(feeds))
         try:
             request = idle.get_nowait()
         except queue.Empty:
@@ -155,8 +158,7 @@ class Runner(RunnerBase):
         THROUGHPUT hint (several streams, same threads and precision), fed by an AsyncInferQueue
         with the device's optimal number of requests, for `seconds` after one warm-up round."""
         config = {**self._config, "PERFORMANCE_HINT": "THROUGHPUT"}
-        shapes = None if self._as_saved else tuple(sorted((k, tuple(np.shape(v))) for k, v in feeds.items()))
-        compiled = self._core.compile_model(self._shaped(shapes), self._device, config)
+        compiled = self._core.compile_model(self._shaped(self._key(feeds)), self._device, config)
         jobs = self._ov.AsyncInferQueue(compiled, 0)  # 0: the device's optimal number of requests
         for _ in range(len(jobs)):
             jobs.start_async(feeds)
