@@ -6,11 +6,18 @@
 For each model (the FP32 export of benchmarks/published.py's artifact, and its calibration set:
 100 shapes images), builds the INT8 graph with several recipes and times every graph in ONNX
 Runtime, interleaved in one process, engine only, batch 1:
-- all-ops: QDQ on every op type (edgevision's ONNX Runtime profile before this benchmark)
-- weighted: QDQ only around Conv / Gemm / MatMul (element-wise ops, h-swish and the SE blocks
-  stay float)
-- weighted-no-depthwise: as weighted, depthwise convolutions left in float too
-- weighted-preprocessed: as weighted, after onnxruntime's quant_pre_process
+- before: QDQ on every op type but no Q/DQ after weighted layers (edgevision's ONNX Runtime
+  profile before this benchmark): ORT cannot fuse DQ -> Conv -> Q, so those convs run in float
+  behind weights dequantized at every run
+- now: as before, plus Q/DQ after weighted layers (the tail still reads float): edgevision's
+  ONNX Runtime profile since this benchmark
+- weighted-only: Q/DQ only around Conv / Gemm / MatMul (element-wise ops, h-swish and the SE
+  blocks stay float), with output Q/DQ
+- now-no-depthwise: as now, depthwise convolutions left in float
+- now-preprocessed: as now, after onnxruntime's quant_pre_process
+Sessions run without spinning threads (session.intra_op.allow_spinning 0): interleaved, a
+spinning session steals the cores from the next one (measured: ORT FP32 SSDlite 6.6 ms alone with
+spinning, 8.7 without; a non-spinning session timed right after a spinning one lost 15%).
 Also the profile's count of DequantizeLinear / QuantizeLinear nodes after ORT's graph
 optimisations (what is left unfused) and ORT's per-op-type profile of the best and the worst.
 Results: benchmarks/results/int8_ort.json and int8_ort.md.
@@ -63,6 +70,7 @@ def _session(model: onnx.ModelProto, threads: int, profile: str = "") -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if profile:
         opts.enable_profiling, opts.profile_file_prefix = True, profile
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -92,6 +100,14 @@ def _op_profile(model: onnx.ModelProto, feed: Dict[str, np.ndarray], threads: in
     return {k: round(v, 3) for k, v in total.most_common(8)}
 
 
+def _photo(manifest: Dict[str, Any]) -> np.ndarray:
+    from sklearn.datasets import load_sample_image
+
+    from edgevision.runtime.preprocess import preprocess
+
+    return preprocess([load_sample_image("china.jpg")], InputSpec.from_dict(manifest["input"]))[0]
+
+
 def run_model(name: str, rounds: int, threads: int, tmp: Path) -> Dict[str, Any]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -105,12 +121,13 @@ def run_model(name: str, rounds: int, threads: int, tmp: Path) -> Dict[str, Any]
     quant_pre_process(str(tmp / f"{name}.onnx"), str(pre), skip_symbolic_shape=True)
     graphs = {
         "fp32": fp32,
-        "int8 all-ops": quantize_qdq(fp32, calib, "onnxruntime", cache=False, weighted_only=False)[0],
-        "int8 weighted": quantize_qdq(fp32, calib, "onnxruntime", cache=False, weighted_only=True)[0],
-        "int8 weighted-no-depthwise": quantize_qdq(fp32, calib, "onnxruntime", exclude=_depthwise(fp32), cache=False, weighted_only=True)[0],
-        "int8 weighted-preprocessed": quantize_qdq(onnx.load(str(pre)), calib, "onnxruntime", cache=False, weighted_only=True)[0],
+        "int8 before": quantize_qdq(fp32, calib, "onnxruntime", cache=False, output_quantization=False)[0],
+        "int8 now": quantize_qdq(fp32, calib, "onnxruntime", cache=False)[0],
+        "int8 weighted-only": quantize_qdq(fp32, calib, "onnxruntime", cache=False, weighted_only=True)[0],
+        "int8 now-no-depthwise": quantize_qdq(fp32, calib, "onnxruntime", exclude=_depthwise(fp32), cache=False)[0],
+        "int8 now-preprocessed": quantize_qdq(onnx.load(str(pre)), calib, "onnxruntime", cache=False)[0],
     }
-    feed = {"images": calib.inputs[0]}
+    feed = {"images": _photo(manifest)}
     sessions = {k: _session(m, threads) for k, m in graphs.items()}
     for s in sessions.values():
         for _ in range(5):
@@ -127,7 +144,7 @@ def run_model(name: str, rounds: int, threads: int, tmp: Path) -> Dict[str, Any]
         rows[k] = {"p50_ms": round(p50, 3), "p90_ms": round(float(np.percentile(times[k], 90)), 3),
                    "vs_fp32": round(statistics.median(times["fp32"]) / p50, 3), "after_optimisation": _left_qdq(m, threads, tmp)}
     best = min((k for k in rows if k != "fp32"), key=lambda k: rows[k]["p50_ms"])
-    profiles = {k: _op_profile(graphs[k], feed, threads, tmp) for k in ("fp32", "int8 all-ops", best)}
+    profiles = {k: _op_profile(graphs[k], feed, threads, tmp) for k in dict.fromkeys(("fp32", "int8 before", "int8 now", best))}
     return {"model": name, "input_size": manifest["input"]["size"], "depthwise_convs": len(_depthwise(fp32)),
             "rows": rows, "best": best, "op_profile_ms": profiles}
 

@@ -61,8 +61,7 @@ def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     label_map = np.zeros((height, width), dtype=np.int32)
     for c in range(1, logits.shape[0]):
         value = cv2.resize(logits[c], (width, height), interpolation=cv2.INTER_LINEAR)
-        higher = value > best  # ties keep the lower class id, as argmax does
-        label_map[higher] = c
+        np.copyto(label_map, np.int32(c), where=value > best)  # ties keep the lower class id, as argmax does
         np.maximum(best, value, out=best)
     return label_map
 
