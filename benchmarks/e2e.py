@@ -1,13 +1,13 @@
 """Where `predict` spends its time, end to end, against PyTorch eager with torchvision's own pre-
 and post-processing (issue 14).
 
-    python benchmarks/e2e.py                 # ssdlite320 + lraspp-mnv3, 3 repetitions x 60 rounds
+    python benchmarks/e2e.py                 # ssdlite320 + lraspp-mnv3, 3 repetitions x 12 rounds x 4 calls
     python benchmarks/e2e.py --rounds 20 --repeats 2 --only ssdlite320
 
 For each model (compiled as in benchmarks/published.py: random weights with BatchNorm
 re-estimated, every CPU backend and precision) and each input (sklearn's china.jpg, a 427x640
 photo, and the same photo as a 1280x720 camera frame), every contender is timed in one process,
-interleaved (A B C A B C ...), each call split into phases: JPEG decode, pre-processing, engine,
+interleaved by blocks (A A A B B B C C C ..., the first call of a block untimed), each call split into phases: JPEG decode, pre-processing, engine,
 post-processing. Contenders: every variant through Predictor; edgevision's PyTorch reference
 through the same pre-processing; torchvision eager with its own pre- and post-processing
 (decode_jpeg -> the model's own transform / F.interpolate + argmax); and, pre-processing only, the
@@ -137,7 +137,8 @@ def _numpy_before(manifest: Dict[str, Any], tmp: Path) -> Callable[[Path], Phase
     return call
 
 
-def _measure(contenders: Dict[str, Callable[[Path], Phases]], path: Path, rounds: int, repeats: int) -> Dict[str, Any]:
+def _measure(contenders: Dict[str, Callable[[Path], Phases]], path: Path, rounds: int, repeats: int,
+             block: int) -> Dict[str, Any]:
     for fn in contenders.values():  # warm-up (first calls compile, allocate, fault pages)
         for _ in range(3):
             fn(path)
@@ -146,7 +147,8 @@ def _measure(contenders: Dict[str, Callable[[Path], Phases]], path: Path, rounds
         samples: Dict[str, List[Phases]] = {n: [] for n in contenders}
         for _ in range(rounds):
             for name, fn in contenders.items():
-                samples[name].append(fn(path))
+                fn(path)  # untimed: the engine wakes up after the others ran
+                samples[name].extend(fn(path) for _ in range(block))
         for name, calls in samples.items():
             p50 = {k: 1000 * statistics.median(c[k] for c in calls) for k in ("decode", "pre", "infer", "post")}
             p50["e2e"] = 1000 * statistics.median(sum(c.values()) for c in calls)
@@ -162,7 +164,8 @@ def _measure(contenders: Dict[str, Callable[[Path], Phases]], path: Path, rounds
     return out
 
 
-def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, threads: int, tmp: Path) -> Dict[str, Any]:
+def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, block: int, threads: int,
+              tmp: Path) -> Dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
@@ -175,7 +178,7 @@ def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, thr
     contenders.update({n: _edgevision(p) for n, p in predictors.items()})
     contenders["numpy pre-processing (before)"] = _numpy_before(manifest, tmp)
     try:
-        results = {label: _measure(contenders, path, rounds, repeats) for label, path in inputs.items()}
+        results = {label: _measure(contenders, path, rounds, repeats, block) for label, path in inputs.items()}
     finally:
         for p in predictors.values():
             p.close()
@@ -187,10 +190,12 @@ def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, thr
 def markdown(report: Dict[str, Any]) -> str:
     m = report["machine"]
     lines = ["# End to end: where `predict` spends its time", "",
-             f"`python benchmarks/e2e.py --rounds {report['rounds']} --repeats {report['repeats']}`, "
+             f"`python benchmarks/e2e.py --rounds {report['rounds']} --block {report['block']} --repeats {report['repeats']}`, "
              f"{report['seconds'] / 60:.1f} min, on {m['cpu']} ({m['cores']} cores, {report['threads']} threads; ISA "
              f"{' '.join(m['isa'])}); load average {report['load_before']} before, {report['load_after']} after.", "",
-             "Median over repetitions of per-repetition p50 ms, interleaved in one process; spread = slowest / fastest "
+             "Median over repetitions of per-repetition p50 ms; contenders interleaved in one process, a block of "
+             "calls each per round, the first untimed (steady state: one call at a time, interleaved, cost OpenVINO "
+             "about 5 ms a call, its threads and caches cold after another engine ran); spread = slowest / fastest "
              "repetition - 1; host = (pre + post) / (pre + engine + post), decode excluded; speedup = torchvision eager "
              "e2e / contender e2e. Random weights (speed only). torchvision detection runs its own resize and normalise "
              "inside the model call, so its pre-processing is counted as engine time."]
@@ -210,7 +215,8 @@ def markdown(report: Dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--block", type=int, default=4, help="timed calls per contender per round (after one untimed)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default=",".join(MODELS))
@@ -218,8 +224,10 @@ def main() -> None:
     started, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         inputs = _inputs(Path(tmp))
-        models = [run_model(n, inputs, args.rounds, args.repeats, args.threads, Path(tmp)) for n in args.only.split(",")]
+        models = [run_model(n, inputs, args.rounds, args.repeats, args.block, args.threads, Path(tmp))
+                  for n in args.only.split(",")]
     report = {"machine": machine(args.threads), "threads": args.threads, "rounds": args.rounds, "repeats": args.repeats,
+              "block": args.block,
               "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
               "seconds": round(time.perf_counter() - started, 1), "models": models}
     OUT.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ on uint8 pixels it is about a millisecond (benchmarks/preprocess.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -97,6 +98,11 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
         return image
     cv2 = opencv()
     shrink = height <= image.shape[0] and width <= image.shape[1]
+    k = min(image.shape[0] // height, image.shape[1] // width) if shrink else 1
+    if k >= 2 and image.shape[0] % k == 0 and image.shape[1] % k == 0:
+        # an integer box reduction first: OpenCV's exact k x k average path is ~10x faster than its
+        # fractional area path, which then runs on k^2 fewer pixels (720p -> 320: 1.0 -> 0.5 ms)
+        image = cv2.resize(image, (image.shape[1] // k, image.shape[0] // k), interpolation=cv2.INTER_AREA)
     out = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out.reshape(height, width, *image.shape[2:])  # OpenCV drops a trailing axis of 1
 
@@ -114,12 +120,17 @@ def preprocess(images: Sequence[np.ndarray], spec: InputSpec) -> Tuple[np.ndarra
     """RGB uint8 images -> float32 batch in the network's layout, and one Transform per image.
 
     Every step runs in OpenCV's C code on uint8 pixels: resize into a (letterboxed) canvas, then
-    one blobFromImagesWithParams pass for scale, mean, channel order and layout. The PyTorch
-    reference, calibration and training read this same tensor, so parity is unaffected."""
+    one lookup table per channel maps a pixel value straight to its normalised float
+    ((v / 255 - mean) / std), written into the batch in the network's channel order and layout
+    (0.14 ms for 320x320, against 0.8 ms for OpenCV's blobFromImage). The PyTorch reference,
+    calibration and training read this same tensor, so parity is unaffected."""
     cv2 = opencv()
     oh, ow = spec.size
-    canvases, transforms = [], []
-    for img in images:
+    nhwc = spec.layout == "nhwc"
+    batch = np.empty((len(images), oh, ow, 3) if nhwc else (len(images), 3, oh, ow), dtype=np.float32)
+    luts, order = _tables(spec)
+    transforms = []
+    for k, img in enumerate(images):
         t = plan(img.shape[0], img.shape[1], spec)
         x0, y0, x1, y1 = t.content
         pixels = resize(np.ascontiguousarray(img, dtype=np.uint8), y1 - y0, x1 - x0)
@@ -127,16 +138,21 @@ def preprocess(images: Sequence[np.ndarray], spec: InputSpec) -> Tuple[np.ndarra
             canvas = np.full((oh, ow, 3), spec.pad_value, dtype=np.uint8)
             canvas[y0:y1, x0:x1] = pixels
             pixels = canvas
-        canvases.append(pixels)
+        planes = cv2.split(pixels)
+        if nhwc:
+            cv2.LUT(cv2.merge([planes[c] for c in order]), luts.reshape(3, 1, 256).transpose(1, 2, 0), dst=batch[k])
+        else:
+            for j, c in enumerate(order):
+                cv2.LUT(planes[c], luts[j].reshape(1, 256), dst=batch[k, j])
         transforms.append(t)
-    mean = np.asarray(spec.mean, dtype=np.float64) * 255.0
-    std = np.asarray(spec.std, dtype=np.float64) * 255.0
-    params = cv2.dnn.Image2BlobParams()
-    params.scalefactor = (*(1.0 / std).tolist(), 0.0)
-    params.mean = (*mean[::-1].tolist(), 0.0) if spec.channel_order == "bgr" else (*mean.tolist(), 0.0)
-    params.scalefactor = (*(1.0 / std[::-1]).tolist(), 0.0) if spec.channel_order == "bgr" else params.scalefactor
-    params.size = (ow, oh)
-    params.swapRB = spec.channel_order == "bgr"
-    params.ddepth = cv2.CV_32F
-    params.datalayout = cv2.dnn.DNN_LAYOUT_NHWC if spec.layout == "nhwc" else cv2.dnn.DNN_LAYOUT_NCHW
-    return cv2.dnn.blobFromImagesWithParams(canvases, params), transforms
+    return batch, transforms
+
+
+@lru_cache(maxsize=16)
+def _tables(spec: InputSpec) -> Tuple[np.ndarray, Tuple[int, ...]]:
+    """Per network channel: a 256-entry table uint8 -> normalised float32, and which RGB plane it
+    reads (mean and std are given for the image's R, G, B; 'bgr' networks read them reversed)."""
+    order = (2, 1, 0) if spec.channel_order == "bgr" else (0, 1, 2)
+    values = np.arange(256, dtype=np.float64) / 255.0
+    luts = np.stack([(values - spec.mean[c]) / spec.std[c] for c in order]).astype(np.float32)
+    return np.ascontiguousarray(luts), order
