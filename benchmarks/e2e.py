@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import statistics
 import subprocess
@@ -35,17 +34,15 @@ from typing import Any, Callable, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-import numpy as np  # noqa: E402
 
 import edgevision  # noqa: E402
 from edgevision import api  # noqa: E402
 from edgevision.artifact import read_manifest  # noqa: E402
-from edgevision.bench.machine import machine  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
 from edgevision.runtime.images import read_image  # noqa: E402
 from published import artifact_for  # noqa: E402
+from record import record  # noqa: E402
 
-OUT = ROOT / "benchmarks" / "results"
 MODELS = ["ssdlite320", "lraspp-mnv3"]
 BEFORE = "37bcaf1"  # the last commit with the numpy pre-processing
 Phases = Dict[str, float]
@@ -221,20 +218,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default=",".join(MODELS))
     args = parser.parse_args()
-    started, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         inputs = _inputs(Path(tmp))
-        models = [run_model(n, inputs, args.rounds, args.repeats, args.block, args.threads, Path(tmp))
-                  for n in args.only.split(",")]
-    report = {"machine": machine(args.threads), "threads": args.threads, "rounds": args.rounds, "repeats": args.repeats,
-              "block": args.block,
-              "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
-              "seconds": round(time.perf_counter() - started, 1), "models": models}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "e2e.json").write_text(json.dumps(report, indent=1) + "\n")
-    (OUT / "e2e.md").write_text(markdown(report))
-    print(markdown(report))
-
+        record("e2e", args.threads, {"rounds": args.rounds, "repeats": args.repeats, "block": args.block},
+               lambda: [run_model(n, inputs, args.rounds, args.repeats, args.block, args.threads, Path(tmp))
+                        for n in args.only.split(",")], markdown)
 
 if __name__ == "__main__":
     main()

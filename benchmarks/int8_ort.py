@@ -43,15 +43,14 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from edgevision.artifact import read_manifest  # noqa: E402
-from edgevision.bench.machine import machine  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
 from edgevision.quantize.calibration import load_calibration  # noqa: E402
 from edgevision.quantize.onnx_qdq import quantize_qdq  # noqa: E402
 from edgevision.recipe import parse_recipe  # noqa: E402
 from edgevision.runtime.preprocess import InputSpec  # noqa: E402
 from published import artifact_for  # noqa: E402
+from record import record  # noqa: E402
 
-OUT = ROOT / "benchmarks" / "results"
 
 
 def _depthwise(model: onnx.ModelProto) -> List[str]:
@@ -175,17 +174,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default="ssdlite320,lraspp-mnv3,mobilenet-v3-large")
     args = parser.parse_args()
-    started, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
-        models = [run_model(n, args.rounds, args.threads, Path(tmp)) for n in args.only.split(",")]
-    report = {"machine": machine(args.threads), "threads": args.threads, "rounds": args.rounds,
-              "load_before": load_before, "load_after": [round(x, 2) for x in os.getloadavg()],
-              "seconds": round(time.perf_counter() - started, 1), "models": models}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "int8_ort.json").write_text(json.dumps(report, indent=1) + "\n")
-    (OUT / "int8_ort.md").write_text(markdown(report))
-    print(markdown(report))
-
+        record("int8_ort", args.threads, {"rounds": args.rounds},
+               lambda: [run_model(n, args.rounds, args.threads, Path(tmp)) for n in args.only.split(",")], markdown)
 
 if __name__ == "__main__":
     main()
