@@ -117,9 +117,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
 
     recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
     recipe, reporter = _as_recipe(recipe), reporter or Reporter()
-    protected = [recipe_path] if recipe_path is not None else []
-    output = check_destination(recipe.output_dir, protected)  # before any training: nothing of the user's is replaced
-    failed_dir = check_destination(output.with_name(output.name + ".failed"), protected, field="output (its .failed sibling)")
+    failed_dir = _failed_dir(recipe, recipe_path)  # checked before any training: nothing of the user's is replaced
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     _check_backends(recipe)
@@ -170,6 +168,14 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     if is_artifact(failed_dir):  # an earlier failure is no longer the latest word
         shutil.rmtree(failed_dir, ignore_errors=True)
     return manifest
+
+
+def _failed_dir(recipe: Recipe, recipe_path: Optional[Path]) -> Path:
+    """Check that the artifact and its `.failed` sibling may be written where the recipe says
+    (staging.check_destination); returns the `.failed` folder."""
+    protected = [recipe_path] if recipe_path is not None else []
+    output = check_destination(recipe.output_dir, protected)
+    return check_destination(output.with_name(output.name + ".failed"), protected, field="output (its .failed sibling)")
 
 
 def _reference(recipe: Recipe) -> tuple[Any, Optional[NMSParams], Any]:

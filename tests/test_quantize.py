@@ -255,8 +255,9 @@ def test_accuracy_control_keeps_sensitive_layers_in_float(trained_unet, tmp_path
     trials = control["trials"]
     assert len(trials) >= 2 and trials[0]["kept_float"] == 0 and base - trials[0]["metric"] > 0.05  # the drop is certain
     assert [t["kept_float"] for t in trials[1:]] == [2 ** i for i in range(len(trials) - 1)]  # 1, 2, 4, ... layers
-    assert len(kept) == max(trials, key=lambda t: t["metric"])["kept_float"]  # the best trial is what shipped
-    assert control["recovered"] == (base - max(t["metric"] for t in trials) <= 0.0)
+    best = max(t["metric"] for t in trials)  # the best trial is what shipped (metrics are rounded: ties possible)
+    assert len(kept) in {t["kept_float"] for t in trials if abs(t["metric"] - best) <= 1e-5}
+    assert control["recovered"] == (base - best <= 1e-5)
     assert v["status"] == ("passed" if control["recovered"] else "failed")
     root = Path(trained_unet["output"]).parent / ("gate" if v["status"] == "passed" else "gate.failed")
     graph = onnx.load(str(root / "onnxruntime-int8" / "model.onnx")).graph
