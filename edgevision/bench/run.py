@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from edgevision.artifact import read_manifest, read_variant, verify_files
+from edgevision.artifact import inside, read_manifest, read_variant, verify_files
 from edgevision.bench.advice import from_report
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import machine
@@ -160,8 +160,8 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
         models.append(model)
         if v["status"] == "error":  # nothing was built
             continue
-        vdir = artifact / v["name"]
         try:
+            vdir = inside(artifact, v["name"], "variant")
             info = read_variant(vdir)
             verify_files(vdir, info["files"])
             runner, note = api.open_runner(info, vdir, s["threads"])
