@@ -61,6 +61,14 @@ def test_segmentation_predictor_is_thread_safe(unet_artifact, variant: str) -> N
         _hammer(model)
 
 
+def test_pytorch_reference_predictor_is_thread_safe(compiled) -> None:  # noqa: ANN001
+    from edgevision.api import reference_predictor
+
+    manifest, _ = compiled("ssdlite", "detection", "ssdlite320_mobilenet_v3_large", 160, **SSD_EXTRA)
+    with reference_predictor(manifest, threads=2) as model:
+        _hammer(model)
+
+
 def test_tensorrt_variant_emulated_on_cpu_is_thread_safe(compiled) -> None:  # noqa: ANN001
     from edgevision.api import open_runner
 
