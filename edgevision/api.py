@@ -153,6 +153,8 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         manifest["advice"] = advice_from_manifest(manifest, METRIC[recipe.task]).to_dict()
         for v in variants:
             public = json.loads(json.dumps({**info, **_variant_public(v)}))
+            if "max_batch" in (v.get("settings") or {}):  # a variant that takes fewer images than the export
+                public["input"]["max_batch"] = min(public["input"]["max_batch"], v["settings"]["max_batch"])
             write_json(stage.path / v["name"] / VARIANT, {**public, "sha256": content_digest(public)})
         manifest["files"] = file_entries(stage.path)
         write_json(stage.path / MANIFEST, manifest)

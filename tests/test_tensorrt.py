@@ -64,6 +64,20 @@ def test_onnx_nms_form_on_request(compiled) -> None:  # noqa: ANN001
     ops = {n.op_type for n in onnx.load(str(root / "tensorrt-fp32" / "model.onnx")).graph.node}
     assert "NonMaxSuppression" in ops and EFFICIENT_NMS not in ops
     assert v["settings"]["build"]["profile"]["images"]["max"][0] == 4
+    # one batch limit: the variant records its engine's, and predict() splits a longer list to fit it
+    info = json.loads((root / "tensorrt-fp32" / "variant.json").read_text())
+    assert manifest["input"]["max_batch"] == 64 and info["input"]["max_batch"] == 4
+    from edgevision.api import open_runner
+    from edgevision.data import ShapesDataset
+    from edgevision.runtime.predictor import Predictor
+
+    runner, _ = open_runner(info, root / "tensorrt-fp32", threads=2)
+    batches: list[int] = []
+    infer = runner.infer
+    runner.infer = lambda feeds: (batches.append(len(feeds["images"])), infer(feeds))[1]
+    with Predictor(info, runner) as model:
+        results = model.predict([ShapesDataset(1, seed=i, size=(120, 160))[0].image for i in range(10)])
+    assert len(results) == 10 and batches == [4, 4, 2]
 
 
 def test_nms_form_defaults_by_tensorrt_version() -> None:

@@ -81,6 +81,8 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
             settings["quantization"] = conversion
         onnx.save_model(finish(model) if finish else model, str(out_dir / "model.onnx"))
     settings["build"] = builder_settings(onnx.load(str(out_dir / "model.onnx"), load_external_data=False), options)
+    # the engine's profile bounds the batch: the variant records it, and predict() splits lists to fit
+    settings["max_batch"] = min(p["max"][0] for p in settings["build"]["profile"].values())
     (out_dir / "build.json").write_text(json.dumps(settings["build"], indent=2) + "\n")
     settings["files"]["build"] = "build.json"
     if version is not None and _has_gpu():
