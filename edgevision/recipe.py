@@ -82,7 +82,7 @@ Std = Annotated[float, Field(ge=1e-3, le=10)]
 
 
 class InputSpec(_Strict):
-    """How an image becomes the network input (the runtime does exactly this, in numpy)."""
+    """How an image becomes the network input (the runtime does exactly this, in OpenCV)."""
 
     size: tuple[int, int] = Field(description="Network input [height, width] in pixels.")
     mean: tuple[Mean, Mean, Mean] = Field((0.485, 0.456, 0.406), description="Per channel, on 0..1 pixels.")

@@ -24,7 +24,7 @@ Result = Union[Classification, Segmentation, Detections]
 
 
 class Predictor:
-    """Pre-process in numpy, run one backend, post-process in numpy.
+    """Pre-process in OpenCV, run one backend, post-process in OpenCV and numpy.
 
     Thread-safe: predict() may be called from several threads at once on every backend (the
     runners say how: ORT sessions are re-entrant, OpenVINO gives each concurrent call its own infer
