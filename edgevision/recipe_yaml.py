@@ -86,7 +86,7 @@ def parse_yaml(text: str, source: str) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise RecipeError(f"{source}: {where}invalid YAML: {_short(e.problem, 200)}") from None
+        raise RecipeError(f"{source}: {where}invalid YAML: {_short(str(e.problem or e), 200)}") from None
     except yaml.YAMLError as e:
         raise RecipeError(f"{source}: invalid YAML: {_short(str(e), 200)}") from None
     except (ValueError, OverflowError) as e:  # e.g. int('1' * 5000): Python's digit limit
