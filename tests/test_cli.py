@@ -146,7 +146,10 @@ def test_ctrl_c_and_sigkill_of_a_real_compile(tmp_path: Path) -> None:
     proc, staging = _start_compile(tmp_path)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err)
+    # 130, as a shell reports it: edgevision returns 130, but when the signal lands inside code that C runs through
+    # PyRun_* (pybind11's eval, in some extension), CPython marks the interrupt unhandled and finishes by re-raising
+    # SIGINT on itself (bpo-1054041), which a shell also shows as 130 and Popen as -2 (seen once in a loaded CI run)
+    assert proc.returncode in (130, -signal.SIGINT), (out, err)
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "interrupted", err
     assert not staging.exists() and not (tmp_path / "sig").exists()  # cleaned up, nothing committed
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".sig")]
