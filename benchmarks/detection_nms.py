@@ -96,7 +96,7 @@ def bench(name: str, mean: tuple, std: tuple, root: Path) -> dict:
             "pre": lambda p=predictor: preprocess([image], p.input),
             "infer": lambda p=predictor, f=feed: p.runner.infer({"images": f}),
             "network": run_part,
-            "post": lambda p=predictor, o=outputs: p._post(o, preprocess([image], p.input)[1], top_k=5, scores=False),
+            "post": lambda p=predictor, o=outputs: p.decode(o, preprocess([image], p.input)[1], top_k=5, scores=False),
         }, ROUNDS, warmup=2)
         phases[backend] = {k: summarize(v)["p50"] for k, v in timed.items()}
     nms_ops = sum(v for k, v in manifest["export"]["ops"].items() if k in ("NonMaxSuppression", "TopK"))

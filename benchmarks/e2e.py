@@ -68,7 +68,7 @@ def _edgevision(predictor: Any) -> Callable[[Path], Phases]:
         t2 = time.perf_counter()
         outputs = predictor.runner.infer(feeds)
         t3 = time.perf_counter()
-        predictor._post(outputs, transforms, top_k=5, scores=False)
+        predictor.decode(outputs, transforms, top_k=5, scores=False)
         t4 = time.perf_counter()
         return {"decode": t1 - t0, "pre": t2 - t1, "infer": t3 - t2, "post": t4 - t3}
     return call

@@ -103,9 +103,50 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
             for path, result in zip(images, results):
                 print(json.dumps({"image": str(path), **result.to_dict()}) if as_json else f"{path}: {result}")
                 if save is not None:
-                    from edgevision.draw import save_overlay
+                    from edgevision.runtime.annotate import save_overlay
+                    from edgevision.runtime.images import to_rgb
 
-                    print(f"  overlay: {save_overlay(path, result, save)}")
+                    print(f"  overlay: {save_overlay(to_rgb(path), result, save / (path.stem + '.overlay.png'))}")
+
+    @app.command()
+    def run(
+        artifact: Path = typer.Argument(..., help="Variant folder, or artifact folder (with --variant)."),
+        source: List[str] = typer.Option(..., "--source", "-s", help="Video file, image folder (name order), camera "
+                                         "index, URL (rtsp://, http://) or GStreamer pipeline; repeat for several."),
+        variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
+        save: Optional[Path] = typer.Option(None, help="Annotated video (.mp4/.avi/.mkv/.mov); name-N.mp4 per source "
+                                            "for several."),
+        jsonl: Optional[Path] = typer.Option(None, help="JSON Lines: one line per frame (results in original pixels, "
+                                             "COCO-style), then one with the statistics."),
+        show: bool = typer.Option(False, "--show", help="Show the annotated frames in a window ('q' stops)."),
+        drop: str = typer.Option("oldest", help="Live sources, when inference falls behind: drop the oldest buffered "
+                                 "frame, the newest, or none (wait). Files never drop."),
+        buffer: int = typer.Option(4, min=1, help="Frames buffered per source."),
+        in_flight: int = typer.Option(2, "--in-flight", min=1, help="Frames in the engine at once."),
+        track: bool = typer.Option(False, "--track", help="Tracking IDs for detections (ByteTrack; edgevision[track])."),
+        min_score: Optional[float] = typer.Option(None, "--min-score", help="Detections: keep scores >= this."),
+        classes: Optional[str] = typer.Option(None, help="Detections: keep these classes (names or ids, comma-separated)."),
+        max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames per source."),
+        fps: float = typer.Option(30.0, min=0.1, help="Frame rate for image folders and sources that report none."),
+        reconnect: int = typer.Option(5, min=0, help="Live sources: reconnect attempts before giving up."),
+        timeout: float = typer.Option(10.0, min=0.1, help="Live sources: seconds to wait for a frame or a connection."),
+        threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the engine in all, split between the "
+                                              "frames in flight (default: all cores)."),
+    ) -> None:
+        """Run a built artifact on video files, cameras, streams or image folders (no PyTorch needed)."""
+        import edgevision
+        from edgevision.runtime.video import run as run_stream
+
+        picked = [int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")] if classes else None
+        _quiet_opencv()
+        with edgevision.load(artifact, variant, threads=threads, streams=in_flight) as model:
+            stats = run_stream(model, list(source), save=save, jsonl=jsonl, show=show, drop=drop, buffer=buffer,
+                               in_flight=in_flight, track=track, min_score=min_score, classes=picked,
+                               max_frames=max_frames, fps=fps, reconnect=reconnect, timeout=timeout,
+                               on_event=lambda message: print(message, file=sys.stderr))
+        _print_stream_stats(stats)
+        if stats["interrupted"]:
+            raise typer.Exit(130)
 
     calibration = typer.Typer(no_args_is_help=True, help="Calibration sets for INT8 (calibration/README.md).")
     app.add_typer(calibration, name="calibration")
@@ -164,6 +205,28 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
             out.write_text(text + "\n")
 
     return app
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own warnings (e.g. at each reconnect attempt) repeat what `run` says more clearly."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
+        pass
+
+
+def _print_stream_stats(stats: dict) -> None:
+    lat, st = stats["latency_ms"], stats["stages_ms"]
+    print(f"{stats['frames']} frames in {stats['seconds']:.1f} s: {stats['fps']:.1f} FPS, {stats['dropped']} dropped; "
+          f"capture to result p50 {lat['p50']} ms, p99 {lat['p99']} ms "
+          f"(wait {st['wait']['p50']}, pre {st['pre']['p50']}, infer {st['infer']['p50']}, post {st['post']['p50']} ms p50)")
+    for s in stats["sources"]:
+        print(f"  source {s['source']}: read {s['read']}, inferred {s['inferred']}, dropped {s['dropped']}, "
+              f"reconnects {s['reconnects']}")
+    for v in stats.get("videos", []):
+        print(f"  video: {v['path']} ({v['frames']} frames)")
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -51,3 +51,7 @@ class VerificationFailed(EdgeVisionError):
     def __init__(self, message: str, manifest: dict) -> None:
         super().__init__(message)
         self.manifest = manifest
+
+
+class SourceError(EdgeVisionError):
+    """A video source (file, folder, camera, URL, GStreamer pipeline) cannot be opened or stopped delivering."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -13,6 +17,7 @@ from edgevision.console import SilentReporter
 
 
 Quiet = SilentReporter  # the tests' name for it
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def openvino_runs_bf16() -> bool:
@@ -82,6 +87,25 @@ def unet_artifact(compiled):  # noqa: ANN001, ANN201
                     export={"argmax": True},
                     targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
                              {"backend": "openvino", "precision": "bf16"}])
+
+
+def readme_command() -> list[str]:
+    """The README's main command (`pip install ... && edgevision compile recipes/quickstart.yaml`), as argv."""
+    text = (ROOT / "README.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("pip install") and "edgevision compile" in ln)
+    command = shlex.split(line.split("&&", 1)[1])
+    assert command[:2] == ["edgevision", "compile"]
+    return [sys.executable, "-m", "edgevision", *command[1:]]
+
+
+@pytest.fixture(scope="session")
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's main command run once, as a user would, in a fresh working directory: trains the
+    quickstart detector and compiles it (build/quickstart there). Shared by the README test and the
+    video tests, which need a detector that finds what is in the frames."""
+    workdir = tmp_path_factory.mktemp("quickstart")
+    shutil.copytree(ROOT / "recipes", workdir / "recipes")
+    return workdir, subprocess.run(readme_command(), cwd=workdir, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture

@@ -94,3 +94,18 @@ def test_upsampled_argmax_is_bilinear_then_argmax(rng: np.random.Generator) -> N
         assert ours.shape == (oh, ow) and ours.dtype == np.int32 and clear.mean() > 0.99
         np.testing.assert_array_equal(ours[clear], up.argmax(dim=0).numpy()[clear])
         assert len(np.unique(ours)) == c  # every class shows up: the comparison had something in it
+
+
+@pytest.mark.parametrize("channel_order", ["rgb", "bgr"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("resize_mode", ["stretch", "letterbox"])
+def test_bgr_frames_give_the_same_batch_as_rgb(rng: np.random.Generator, channel_order: str, layout: str,
+                                               resize_mode: str) -> None:
+    """Video frames are BGR: reading their planes in the other order must equal converting them first."""
+    spec = InputSpec((48, 64), (0.4, 0.5, 0.6), (0.2, 0.3, 0.4), channel_order=channel_order, resize=resize_mode,
+                     layout=layout)
+    rgb = rng.integers(0, 256, (75, 131, 3), dtype=np.uint8)
+    expected, _ = preprocess([rgb], spec)
+    got, _ = preprocess([np.ascontiguousarray(rgb[..., ::-1])], spec, bgr=True)
+    assert np.array_equal(got, expected)
+    assert not np.array_equal(preprocess([rgb], spec, bgr=True)[0], expected)  # the flag does change what is read

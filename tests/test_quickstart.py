@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _readme_command() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    line = next(ln for ln in text.splitlines() if ln.startswith("pip install") and "edgevision compile" in ln)
-    command = shlex.split(line.split("&&", 1)[1])
-    assert command[:2] == ["edgevision", "compile"]
-    return [sys.executable, "-m", "edgevision", *command[1:]]
+from conftest import readme_command
 
 
 @pytest.mark.slow
-def test_readme_quickstart(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "recipes", tmp_path / "recipes")
-    command = _readme_command()
-    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+def test_readme_quickstart(quickstart) -> None:  # noqa: ANN001
+    workdir, first = quickstart
     assert first.returncode == 0, first.stderr[-3000:]
     assert "training it first" in first.stderr
-    manifest = json.loads((tmp_path / "build" / "quickstart" / "manifest.json").read_text())
+    manifest = json.loads((workdir / "build" / "quickstart" / "manifest.json").read_text())
     assert manifest["task"] == "detection"
     base = manifest["baseline"]["accuracy"]["map"]
     assert base > 0.5, f"the trained quickstart detector only reaches mAP {base:.3f}"
@@ -43,9 +29,9 @@ def test_readme_quickstart(tmp_path: Path) -> None:
             assert v["accuracy_drop"] <= 1.0 and v["settings"]["quantization"]["calibration"]["images"] == 300
     assert re.search(r"openvino-bf16\s.*passed", first.stdout)
 
-    second = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    second = subprocess.run(readme_command(), cwd=workdir, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "using checkpoint" in second.stderr and "training" not in second.stderr
-    again = json.loads((tmp_path / "build" / "quickstart" / "manifest.json").read_text())
+    again = json.loads((workdir / "build" / "quickstart" / "manifest.json").read_text())
     ort_int8 = next(v for v in again["variants"] if v["name"] == "onnxruntime-int8")
     assert ort_int8["settings"]["quantization"]["calibration_cached"]  # the rebuild did not recalibrate

@@ -84,8 +84,11 @@ def require(package: str, backend: str, extra: str) -> Any:
         raise BackendNotInstalled(backend, package, extra) from None
 
 
-def create_runner(backend: str, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None) -> Runner:
-    """Open a runner for a built variant: `files` are its model files, `settings` its runtime config."""
+def create_runner(backend: str, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None,
+                  streams: int = 1) -> Runner:
+    """Open a runner for a built variant: `files` are its model files, `settings` its runtime config.
+    threads: CPU threads in all (default: every core); streams: calls expected at once (a stream's
+    in_flight): CPU backends split the threads between them instead of each call taking them all."""
     from edgevision.errors import BackendError
 
     if backend not in _RUNNERS:
@@ -94,4 +97,4 @@ def create_runner(backend: str, files: Dict[str, Path], settings: Dict[str, Any]
     module, package, extra = _RUNNERS[backend]
     require(package, backend, extra)
     cls = importlib.import_module(module).Runner
-    return cls(files=files, settings=settings, threads=threads)
+    return cls(files=files, settings=settings, threads=threads, streams=streams)

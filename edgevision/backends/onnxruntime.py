@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -47,7 +48,8 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
 
 
 class Runner(RunnerBase):
-    def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None) -> None:
+    def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None,
+                 streams: int = 1) -> None:
         ort = require("onnxruntime", "onnxruntime", "onnxruntime")
         opts = ort.SessionOptions()
         level = settings.get("graph_optimization_level", "all")
@@ -57,6 +59,9 @@ class Runner(RunnerBase):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[level]
+        if streams > 1:  # concurrent run() calls share the cores: each gets its part, and no thread spins idle
+            threads = max(1, (threads or os.cpu_count() or 1) // streams)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1

@@ -78,12 +78,15 @@ class Runner(RunnerBase):
 
     MAX_SHAPES = 4
 
-    def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None) -> None:
+    def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None,
+                 streams: int = 1) -> None:
         ov = require("openvino", "openvino", "openvino")
         core = ov.Core()
         config = dict(settings.get("config", {}))
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
+        if streams > 1:  # one CPU stream per concurrent call (else they queue on one), the threads split between them
+            config["NUM_STREAMS"] = str(streams)
         device = settings.get("device", "CPU")
         try:
             model = core.read_model(str(files["model"]))

@@ -184,7 +184,8 @@ def emulation_runner(files: Dict[str, Path], settings: Dict[str, Any], threads: 
 class Runner(RunnerBase):
     """Runs the engine (built here at first load when the artifact has none) with cuda-python."""
 
-    def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None) -> None:
+    def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None,
+                 streams: int = 1) -> None:  # streams: one GPU context serves every call (they are serialised)
         trt = require("tensorrt", "tensorrt", "tensorrt")
         self._cudart = require("cuda.bindings.runtime", "tensorrt", "tensorrt")
         engine_path = files.get("engine") or files["model"].with_name("model.engine")

@@ -6,7 +6,7 @@ Runs on Python 3.10 (JetPack 6) with numpy and one backend package.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from edgevision.runtime.images import ImageLike, to_rgb
 from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.runtime.results import Classification, Detections, Segmentation
+from edgevision.runtime.sources import SourceLike
+
+if TYPE_CHECKING:
+    from edgevision.runtime.stream import Stream
 
 DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")  # results are Detections
 Result = Union[Classification, Segmentation, Detections]
@@ -81,24 +85,44 @@ class Predictor:
             part = None if per_image is None else per_image[start : start + self.max_batch]
             feeds, transforms = self.feeds(rgb[start : start + self.max_batch], part)
             outputs = self.runner.infer(feeds)
-            results.extend(self._post(outputs, transforms, top_k=top_k, scores=scores))
+            results.extend(self.decode(outputs, transforms, top_k=top_k, scores=scores))
         return results[0] if single else results
 
-    def feeds(self, rgb: Sequence[np.ndarray], proposals: Optional[Sequence[Any]] = None) -> Tuple[Dict[str, np.ndarray], List[Transform]]:
-        """The graph inputs for RGB uint8 images (pre-processed; proposals for external-proposal
-        artifacts), and each image's transform back to original pixels."""
-        batch, transforms = preprocess(rgb, self.input)
+    def feeds(self, rgb: Sequence[np.ndarray], proposals: Optional[Sequence[Any]] = None, bgr: bool = False
+              ) -> Tuple[Dict[str, np.ndarray], List[Transform]]:
+        """The graph inputs for HxWx3 uint8 images, RGB (BGR with bgr=True), pre-processed (and
+        proposals for external-proposal artifacts), and each image's transform back to original pixels."""
+        batch, transforms = preprocess(rgb, self.input, bgr)
         feeds = {self.input_name: batch}
         if self.max_proposals is not None:
             feeds[PROPOSALS] = proposal_batch(proposals, transforms, self.max_proposals, self.input.size)
         return feeds, transforms
 
-    def _post(self, outputs: Dict[str, np.ndarray], transforms: List[Transform], top_k: int, scores: bool) -> List[Result]:
+    def decode(self, outputs: Dict[str, np.ndarray], transforms: List[Transform], top_k: int = 5,
+               scores: bool = False) -> List[Result]:
+        """The graph outputs of a batch -> one result per image, in original image pixels."""
         if self.task == "classification":
             return [postprocess.classification(outputs, i, self.labels, top_k) for i in range(len(transforms))]
         if self.task in DETECTION_TASKS:
             return [postprocess.detection(outputs, i, t, self.labels) for i, t in enumerate(transforms)]
         return [postprocess.segmentation(outputs, i, t, self.input.size, self.labels, scores) for i, t in enumerate(transforms)]
+
+    def stream(self, source: Union[SourceLike, Sequence[SourceLike]], **options: Any) -> "Stream":
+        """Run the model on a video file, image folder, camera index, URL or GStreamer pipeline (or a
+        list of them), pipelined, results in frame order:
+
+            for frame in model.stream("clip.mp4"):    # frame.index, .timestamp, .image (BGR), .result
+            model.stream(0, on_result=callback)        # pushed from a background thread; .wait(), .stop()
+
+        options (runtime/stream.py's Stream): drop ('oldest' | 'newest' | 'none', live sources only;
+        files never drop), buffer (frames per source), in_flight (frames in the engine at once),
+        track, min_score, classes, top_k, reconnect (attempts), backoff and timeout (seconds),
+        fps (for image folders), max_frames (per source), on_result, on_event (status messages).
+        """
+        from edgevision.runtime.stream import Stream
+
+        sources = list(source) if isinstance(source, (list, tuple)) else [source]
+        return Stream(self, sources, **options)
 
     def close(self) -> None:
         self.runner.close()
@@ -118,42 +142,49 @@ def load(
     variant: Optional[str] = None,
     *,
     threads: Optional[int] = None,
+    streams: int = 1,
     verify: bool = True,
 ) -> Predictor:
     """Open a built variant: a variant folder (e.g. build/quickstart/openvino-fp32), or an artifact
     folder with `variant=` naming one (default: the first verified variant whose backend is installed).
 
+    threads: CPU threads in all (default: every core).
+    streams: calls expected at once. 1 (default) gives each predict() every thread, for the lowest
+    latency; for stream(in_flight=N) or N threads calling predict(), load with streams=N so the
+    engine splits its threads (OpenVINO: N CPU streams) instead of N calls fighting over them.
     verify: check the sha256 of every model file against variant.json first.
     """
     path = Path(path)
     if (path / VARIANT).is_file():
         if variant is not None and variant != path.name:
             raise ArtifactError(f"{path} is the variant '{path.name}'; do not also ask for variant '{variant}'")
-        return _open_variant(path, threads, verify)
+        return _open_variant(path, threads, streams, verify)
     variants = manifest_variants(read_manifest(path), path)
     names = [v["name"] for v in variants]
     if variant is not None:
         if variant not in names:
             raise ArtifactError(f"{path}: no variant '{variant}' (variants: {', '.join(names)})")
-        return _open_variant(inside(path, variant, "variant"), threads, verify)
+        return _open_variant(inside(path, variant, "variant"), threads, streams, verify)
     errors = []
     for v in variants:
         if v.get("status") != "passed":
             continue
         try:
-            return _open_variant(inside(path, v["name"], "variant"), threads, verify)
+            return _open_variant(inside(path, v["name"], "variant"), threads, streams, verify)
         except BackendNotInstalled as e:
             errors.append(str(e))
     detail = ("; ".join(errors)) if errors else "no variant passed verification"
     raise ArtifactError(f"{path}: no variant can be loaded here ({detail})")
 
 
-def _open_variant(vdir: Path, threads: Optional[int], verify: bool) -> Predictor:
+def _open_variant(vdir: Path, threads: Optional[int], streams: int, verify: bool) -> Predictor:
     info = read_variant(vdir)
     if verify:
         verify_files(vdir, info["files"])
     settings = info["settings"]
     files = {role: vdir / rel for role, rel in settings["files"].items()}
-    runner = create_runner(info["backend"], files, settings, threads=threads)
+    if streams < 1:
+        raise InputError(f"streams must be >= 1, got {streams}")
+    runner = create_runner(info["backend"], files, settings, threads=threads, streams=streams)
     return Predictor(info, runner, path=vdir)
 

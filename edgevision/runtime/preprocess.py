@@ -116,8 +116,9 @@ def resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return out.astype(labels.dtype, copy=False)
 
 
-def preprocess(images: Sequence[np.ndarray], spec: InputSpec) -> Tuple[np.ndarray, List[Transform]]:
-    """RGB uint8 images -> float32 batch in the network's layout, and one Transform per image.
+def preprocess(images: Sequence[np.ndarray], spec: InputSpec, bgr: bool = False) -> Tuple[np.ndarray, List[Transform]]:
+    """RGB uint8 images (BGR with bgr=True, as OpenCV decodes them: the planes are read in the other
+    order, no copy) -> float32 batch in the network's layout, and one Transform per image.
 
     Every step runs in OpenCV's C code on uint8 pixels: resize into a (letterboxed) canvas, then
     one lookup table per channel maps a pixel value straight to its normalised float
@@ -129,6 +130,8 @@ def preprocess(images: Sequence[np.ndarray], spec: InputSpec) -> Tuple[np.ndarra
     nhwc = spec.layout == "nhwc"
     batch = np.empty((len(images), oh, ow, 3) if nhwc else (len(images), 3, oh, ow), dtype=np.float32)
     luts, order = _tables(spec)
+    if bgr:
+        order = tuple(2 - c for c in order)
     transforms = []
     for k, img in enumerate(images):
         t = plan(img.shape[0], img.shape[1], spec)

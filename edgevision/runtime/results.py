@@ -51,12 +51,12 @@ class Segmentation:
     def areas(self) -> Dict[str, int]:
         """Pixel count per class present in the image, by name."""
         ids, counts = np.unique(self.label_map, return_counts=True)
-        return {self._name(int(i)): int(c) for i, c in zip(ids, counts)}
+        return {self.name_of(int(i)): int(c) for i, c in zip(ids, counts)}
 
     def mask(self, class_id: int) -> np.ndarray:
         return self.label_map == class_id
 
-    def _name(self, i: int) -> str:
+    def name_of(self, i: int) -> str:
         return self.labels[i] if 0 <= i < len(self.labels) else str(i)
 
     def to_dict(self) -> Dict[str, object]:
@@ -72,7 +72,8 @@ class Detections:
     len(d), d[i] / d[mask] / d[1:3] (a Detections), d.filter(min_score=, classes=), d.names.
     Mask R-CNN: d.masks, boolean [N,H,W] at the original size (pasted when first read, so filter
     first to paste fewer), d.mask_probs [N,28,28], d.rle(). Keypoint R-CNN: d.keypoints [N,K,3]
-    (x, y, visibility 1, original pixels) and d.keypoint_scores [N,K].
+    (x, y, visibility 1, original pixels) and d.keypoint_scores [N,K]. From a stream with
+    tracking: d.track_ids [N].
     """
 
     def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Optional[List[str]] = None,
@@ -90,6 +91,7 @@ class Detections:
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         self.keypoints = keypoints
         self.keypoint_scores = keypoint_scores
+        self.track_ids: Optional[np.ndarray] = None  # [N] int, set by Predictor.stream(track=True)
         self._masks: Optional[np.ndarray] = None
 
     @classmethod
@@ -127,6 +129,7 @@ class Detections:
         out = Detections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.labels, mask_probs=pick(self.mask_probs),
                          image_size=self.image_size, keypoints=pick(self.keypoints), keypoint_scores=pick(self.keypoint_scores))
         out._masks = pick(self._masks)
+        out.track_ids = pick(self.track_ids)
         return out
 
     def filter(self, min_score: Optional[float] = None, classes: Optional[List[Union[int, str]]] = None) -> "Detections":
@@ -134,6 +137,11 @@ class Detections:
         if min_score is not None:
             keep &= self.scores >= min_score
         if classes is not None:
+            unknown = [c for c in classes if not isinstance(c, int) and c not in self.labels]
+            if unknown:
+                from edgevision.errors import InputError
+
+                raise InputError(f"classes: {', '.join(map(str, unknown))} not among the labels ({', '.join(self.labels)})")
             ids = {c if isinstance(c, int) else self.labels.index(c) for c in classes}
             keep &= np.isin(self.class_ids, sorted(ids))
         return self[keep]
@@ -160,6 +168,8 @@ class Detections:
         for i, (b, s, c, n) in enumerate(zip(self.boxes, self.scores, self.class_ids, self.names)):
             item: Dict[str, object] = {"label": n, "class_id": int(c), "score": round(float(s), 4),
                                        "box": [round(float(v), 1) for v in b]}
+            if self.track_ids is not None:
+                item["track_id"] = int(self.track_ids[i])
             if self.mask_probs is not None:
                 item["mask_area"] = int(self.masks[i].sum())
             if self.keypoints is not None:

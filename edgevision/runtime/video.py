@@ -1,0 +1,183 @@
+"""`edgevision run`: a stream's frames -> annotated video files, JSON Lines, a window.
+
+The video is written under a temporary name next to the target and renamed when it is finalised,
+so a file at the target path is always a complete, playable video (also after Ctrl-C or an error
+mid-stream; a killed process leaves only the temporary file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import IO, Any, Callable, Deque, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from edgevision.errors import InputError
+from edgevision.runtime.annotate import status
+from edgevision.runtime.instances import mask_rle
+from edgevision.runtime.preprocess import opencv
+from edgevision.runtime.results import Classification, Detections, Segmentation
+from edgevision.runtime.sources import SourceLike
+from edgevision.runtime.stream import Frame
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+def coco_record(result: Any) -> Dict[str, Any]:
+    """A result as JSON: detections with COCO bbox [x, y, w, h] (original pixels), RLE masks and
+    [x, y, v] keypoints; segmentation as per-class RLE; classification as top-k."""
+    if isinstance(result, Classification):
+        return result.to_dict()
+    if isinstance(result, Segmentation):
+        ids, areas = np.unique(result.label_map, return_counts=True)
+        return {"segments": [{"class_id": int(i), "label": result.name_of(int(i)), "area": int(a),
+                              "segmentation": mask_rle(result.label_map == i)} for i, a in zip(ids, areas)]}
+    items = []
+    rles = result.rle() if isinstance(result, Detections) and result.mask_probs is not None else None
+    for i, (box, score, cid, name) in enumerate(zip(result.boxes, result.scores, result.class_ids, result.names)):
+        x0, y0, x1, y1 = (float(v) for v in box)
+        item: Dict[str, Any] = {"label": name, "class_id": int(cid), "score": round(float(score), 4),
+                                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]}
+        if result.track_ids is not None:
+            item["track_id"] = int(result.track_ids[i])
+        if rles is not None:
+            item["segmentation"] = rles[i]
+        if result.keypoints is not None:
+            item["keypoints"] = [v for x, y, _ in result.keypoints[i] for v in (round(float(x), 2), round(float(y), 2), 2)]
+        items.append(item)
+    return {"detections": items}
+
+
+def output_paths(path: Path, sources: int) -> List[Path]:
+    """One video per source: the path itself for one source, name-0.mp4, name-1.mp4 ... for several."""
+    if path.suffix.lower() not in FOURCC:
+        raise InputError(f"--save {path}: use a video file name ending in {', '.join(FOURCC)}")
+    if path.is_dir() or not path.parent.is_dir():
+        raise InputError(f"--save {path}: {'is a folder' if path.is_dir() else 'its folder does not exist'}")
+    return [path] if sources == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(sources)]
+
+
+class VideoSink:
+    """An annotated video per source, same size and fps as the source's first frame."""
+
+    def __init__(self, paths: List[Path], fps: Sequence[float]) -> None:
+        self.paths, self.fps = paths, list(fps)
+        self.writers: Dict[int, Any] = {}
+        self.sizes: Dict[int, tuple] = {}
+        self.frames = [0] * len(paths)
+
+    def _partial(self, i: int) -> Path:
+        return self.paths[i].with_name(f".{self.paths[i].stem}.partial{self.paths[i].suffix}")
+
+    def write(self, source: int, image: np.ndarray) -> None:
+        cv2 = opencv()
+        if source not in self.writers:
+            h, w = image.shape[:2]
+            fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.paths[source].suffix.lower()])
+            writer = cv2.VideoWriter(str(self._partial(source)), fourcc, self.fps[source], (w, h))
+            if not writer.isOpened():
+                raise InputError(f"--save {self.paths[source]}: OpenCV cannot write this video format here")
+            self.writers[source], self.sizes[source] = writer, (w, h)
+        if (image.shape[1], image.shape[0]) != self.sizes[source]:  # image folders may mix sizes
+            image = cv2.resize(image, self.sizes[source], interpolation=cv2.INTER_AREA)
+        self.writers[source].write(image)
+        self.frames[source] += 1
+
+    def close(self) -> List[Path]:
+        """Finalise every video (release, then rename into place); returns the written paths."""
+        done = []
+        for i, writer in sorted(self.writers.items()):
+            writer.release()
+            os.replace(self._partial(i), self.paths[i])
+            done.append(self.paths[i])
+        self.writers.clear()
+        return done
+
+
+class Display:
+    """cv2.imshow windows, one per source; 'q' or Esc stops the run."""
+
+    def __init__(self) -> None:
+        cv2 = opencv()
+        if "GUI:                           NONE" in cv2.getBuildInformation():
+            raise InputError("--show needs OpenCV with a GUI (pip install opencv-python, not -headless); "
+                             "use --save to write a video instead")
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise InputError("--show needs a display (DISPLAY is not set: no X or Wayland session here); "
+                             "use --save to write a video instead")
+
+    def show(self, source: int, image: np.ndarray) -> bool:
+        cv2 = opencv()
+        cv2.imshow(f"edgevision {source}", image)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        opencv().destroyAllWindows()
+
+
+class _Meter:
+    """Frames per second over the last 30 delivered frames."""
+
+    def __init__(self) -> None:
+        self.times: Deque[float] = deque(maxlen=30)
+
+    def tick(self) -> float:
+        self.times.append(time.perf_counter())
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+
+def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, jsonl: Optional[Path] = None,
+        show: bool = False, on_frame: Optional[Callable[[Frame], None]] = None, **options: Any) -> Dict[str, Any]:
+    """Stream `sources` through the model, write what was asked; returns the stream's stats (with
+    "interrupted": True after Ctrl-C; the outputs are finalised either way)."""
+    paths = output_paths(save, len(sources)) if save is not None else None
+    if jsonl is not None and (jsonl.is_dir() or not jsonl.parent.is_dir()):
+        raise InputError(f"--jsonl {jsonl}: {'is a folder' if jsonl.is_dir() else 'its folder does not exist'}")
+    display = Display() if show else None
+    stream = model.stream(sources, draw=bool(paths) or show, **options)
+    video = VideoSink(paths, [c.fps for c in stream.captures]) if paths else None
+    log: Optional[IO[str]] = jsonl.open("w", buffering=1) if jsonl is not None else None  # a line per frame, for tail -f
+    interrupted = False
+    try:
+        _loop(stream, video, log, display, on_frame)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        stream.stop()
+        stats = {**stream.stats(), "interrupted": interrupted}
+        if video is not None:
+            stats["videos"] = [{"path": str(p), "frames": video.frames[i]} for i, p in enumerate(video.paths)
+                               if i in video.writers]
+            video.close()
+        if log is not None:
+            log.write(json.dumps({"stats": stats}) + "\n")
+            log.close()
+        if display is not None:
+            display.close()
+    return stats
+
+
+def _loop(stream: Any, video: Optional[VideoSink], log: Optional[IO[str]], display: Optional[Display],
+          on_frame: Optional[Callable[[Frame], None]]) -> None:
+    meter = _Meter()
+    for frame in stream:
+        fps = meter.tick()
+        if frame.overlay is not None:
+            image = frame.overlay
+            status(image, f"{fps:5.1f} FPS  {frame.latency_ms:4.0f} ms")
+            if video is not None:
+                video.write(frame.source, image)
+            if display is not None and not display.show(frame.source, image):
+                return
+        if log is not None:
+            log.write(json.dumps({"source": frame.source, "frame": frame.index, "timestamp": round(frame.timestamp, 4),
+                                  "width": int(frame.image.shape[1]), "height": int(frame.image.shape[0]),
+                                  "latency_ms": round(frame.latency_ms, 2), **coco_record(frame.result)}) + "\n")
+        if on_frame is not None:
+            on_frame(frame)

@@ -1,0 +1,232 @@
+"""Camera and video runtime, files and folders (issue 17): Predictor.stream and `edgevision run` on
+real video files written with OpenCV, with the trained quickstart detector, against single-image
+predict on the same decoded frames."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import edgevision
+from edgevision.errors import InputError, SourceError
+from edgevision.runtime.video import run
+from videos import decoded, moving_frames, shapes_frames, write_clip
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def detector(quickstart) -> Path:  # noqa: ANN001
+    workdir, first = quickstart
+    assert first.returncode == 0, first.stderr[-2000:]
+    return workdir / "build" / "quickstart"
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", shapes_frames(N))
+
+
+def _key(result) -> str:  # noqa: ANN001
+    return json.dumps(result.to_dict(), sort_keys=True)
+
+
+def _close(a, b) -> bool:  # noqa: ANN001
+    """Same detections up to float rounding (a batch of 2 may run other kernels than a batch of 1)."""
+    return (len(a) == len(b) and (a.class_ids == b.class_ids).all() and np.allclose(a.boxes, b.boxes, atol=0.05)
+            and np.allclose(a.scores, b.scores, atol=1e-3))
+
+
+@pytest.mark.parametrize("variant", ["onnxruntime-fp32", "openvino-fp32", "openvino-int8"])
+def test_stream_gives_every_frame_in_order_equal_to_predict(detector: Path, clip: Path, variant: str) -> None:
+    truth = decoded(clip)
+    assert len(truth) == N
+    with edgevision.load(detector / variant) as model:
+        frames = list(model.stream(str(clip), in_flight=3))  # three in the engine at once: order must still hold
+        expected = [_key(model.predict(image, channel_order="bgr")) for image in truth]
+        with model.stream(str(clip)) as unused:
+            stats = unused.stats()  # a stream never iterated reports nothing
+    assert [f.index for f in frames] == list(range(N)) and {f.source for f in frames} == {0}
+    assert np.allclose([f.timestamp for f in frames], np.arange(N) / 25.0, atol=1e-3)
+    assert all(np.array_equal(f.image, t) for f, t in zip(frames, truth))
+    assert [_key(f.result) for f in frames] == expected
+    found = [len(f.result) for f in frames]
+    assert sum(found) >= N and len({int(c) for f in frames for c in f.result.class_ids}) == 3  # something compared
+    assert all(f.stages["total"] >= f.stages["infer"] > 0 for f in frames)
+    assert stats["frames"] == 0
+
+
+def test_folder_and_video_together_batched_per_source_in_order(detector: Path, clip: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    images = shapes_frames(5, size=(200, 260), seed=8) + shapes_frames(2, size=(120, 150), seed=9)  # mixed sizes
+    names = ["b10.png", "a2.png", "c1.jpg", "a10.png", "b02.png", "z.bmp", "a1.png"]  # written out of name order
+    for name, image in zip(names, images):
+        cv2.imwrite(str(folder / name), image)
+    (folder / "notes.txt").write_text("not an image")
+    ordered = sorted(names)
+    with edgevision.load(detector / "onnxruntime-fp32") as model:
+        assert model.max_batch >= 2
+        stream = model.stream([str(clip), folder], in_flight=2)
+        frames = list(stream)
+        by_source = {s: [f for f in frames if f.source == s] for s in (0, 1)}
+        assert [f.index for f in by_source[0]] == list(range(N))
+        assert [f.index for f in by_source[1]] == list(range(len(names)))
+        for f, name in zip(by_source[1], ordered):
+            assert np.array_equal(f.image, cv2.imread(str(folder / name)))  # name order, not creation order
+        for f in frames:
+            assert _close(f.result, model.predict(f.image, channel_order="bgr"))
+    stats = stream.stats()
+    assert stats["batch"] == 2 and stats["frames"] == N + len(names) and stats["dropped"] == 0
+    assert [s["inferred"] for s in stats["sources"]] == [N, len(names)]
+
+
+def test_push_style_delivers_in_order_and_reports_errors(detector: Path, clip: Path) -> None:
+    with edgevision.load(detector / "openvino-fp32") as model:
+        got: list = []
+        stats = model.stream(str(clip), on_result=got.append).wait(60)
+        assert [f.index for f in got] == list(range(N)) and stats["frames"] == N
+
+        def fail(frame) -> None:  # noqa: ANN001
+            if frame.index == 3:
+                raise RuntimeError("the application's callback failed")
+
+        with pytest.raises(RuntimeError, match="callback failed"):
+            model.stream(str(clip), on_result=fail).wait(60)
+    _no_stream_threads()
+
+
+def test_breaking_out_of_the_loop_stops_every_thread(detector: Path, clip: Path) -> None:
+    with edgevision.load(detector / "onnxruntime-fp32") as model:
+        for frame in model.stream(str(clip), buffer=2):
+            if frame.index == 2:
+                break
+        _no_stream_threads()
+
+
+def _no_stream_threads() -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("edgevision")]
+        if not alive:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"stream threads still running: {alive}")
+
+
+def test_tracking_keeps_ids_on_moving_objects(detector: Path, tmp_path: Path) -> None:
+    path = write_clip(tmp_path / "moving.mp4", moving_frames(30))
+    with edgevision.load(detector / "onnxruntime-fp32") as model:
+        frames = list(model.stream(str(path), track=True, min_score=0.3))
+    assert all(f.result.track_ids is not None and len(f.result.track_ids) == len(f.result) for f in frames)
+    objects = int(np.median([(f.result.scores >= 0.7).sum() for f in frames]))  # ByteTrack starts tracks at 0.7
+    assert objects >= 2
+    lives: dict = {}
+    for f in frames:
+        for tid in f.result.track_ids[f.result.track_ids >= 0]:
+            lives[int(tid)] = lives.get(int(tid), 0) + 1
+    long_lived = [t for t, n in lives.items() if n >= 0.8 * len(frames)]
+    assert len(long_lived) >= objects - 1, lives  # the same ID on the same object, frame after frame
+    assert len(lives) <= 2 * objects + 2, lives  # not a new ID per frame
+    assert "track_id" in frames[-1].result.to_dict()["detections"][0]
+
+
+def test_run_writes_a_playable_video_and_json_lines(detector: Path, clip: Path, tmp_path: Path) -> None:
+    out, log = tmp_path / "out.mp4", tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "edgevision", "run", str(detector / "openvino-int8"), "--source", str(clip),
+               "--save", str(out), "--jsonl", str(log)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{N} frames" in done.stdout and "0 dropped" in done.stdout
+    video = decoded(out)
+    cap = cv2.VideoCapture(str(out))
+    assert len(video) == N and video[0].shape == (240, 320, 3) and cap.get(cv2.CAP_PROP_FPS) == 25.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "out.mp4"]  # no temporary file left
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    records, stats = lines[:-1], lines[-1]["stats"]
+    assert [r["frame"] for r in records] == list(range(N)) and stats["frames"] == N and stats["interrupted"] is False
+    truth = decoded(clip)
+    with edgevision.load(detector / "openvino-int8") as model:
+        for r, image in zip(records, truth):
+            dets = model.predict(image, channel_order="bgr")
+            boxes = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in dets.boxes.tolist()]
+            assert [d["label"] for d in r["detections"]] == dets.names
+            assert np.allclose([d["bbox"] for d in r["detections"]], np.reshape(boxes, (-1, 4)), atol=0.01)
+    assert sum(len(r["detections"]) for r in records) >= N
+    assert not np.array_equal(video[5], truth[5])  # boxes were drawn
+
+
+def test_several_sources_write_one_video_each(detector: Path, clip: Path, tmp_path: Path) -> None:
+    with edgevision.load(detector / "onnxruntime-fp32") as model:
+        stats = run(model, [str(clip), str(clip)], save=tmp_path / "both.mp4", jsonl=tmp_path / "both.jsonl")
+    assert [len(decoded(tmp_path / f"both-{i}.mp4")) for i in (0, 1)] == [N, N]
+    records = [json.loads(line) for line in (tmp_path / "both.jsonl").read_text().splitlines()[:-1]]
+    assert [r["frame"] for r in records if r["source"] == 1] == list(range(N)) and stats["frames"] == 2 * N
+
+
+def test_sources_that_cannot_be_read_fail_clearly(detector: Path, tmp_path: Path) -> None:
+    (tmp_path / "notavideo.mp4").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    cases = [(str(tmp_path / "missing.mp4"), "no such file or folder"),
+             (str(tmp_path / "notavideo.mp4"), "cannot open source .*notavideo.mp4.*FFmpeg"),
+             (str(tmp_path / "empty"), "has no image files"),
+             ("videotestsrc num-buffers=5 ! videoconvert ! appsink", "built without GStreamer")]
+    if not Path("/dev/video9").exists():
+        cases.append((9, "cannot open source 'camera 9'.*connected"))
+    with edgevision.load(detector / "onnxruntime-fp32") as model:
+        for source, message in cases:
+            with pytest.raises(SourceError, match=message):
+                model.stream(source)
+        with pytest.raises(SourceError, match="drop policy 'latest'"):
+            model.stream(str(tmp_path / "empty"), drop="latest")
+        with pytest.raises(InputError, match="classes: dog not among the labels"):
+            list(model.stream(str(write_clip(tmp_path / "c.mp4", shapes_frames(2))), classes=["dog"]))
+    base = [sys.executable, "-m", "edgevision", "run", str(detector / "onnxruntime-fp32"), "--source",
+            str(tmp_path / "c.mp4")]
+    for extra, message in [(["--show"], "error: --show needs"), (["--save", str(tmp_path / "o.txt")], "error: --save"),
+                           (["--drop", "latest"], "error: drop policy")]:
+        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=120, env=_no_display())
+        assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def _no_display() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+
+
+def test_segmentation_and_instance_overlays_are_drawn(unet_artifact, compiled, tmp_path: Path) -> None:  # noqa: ANN001
+    _, unet = unet_artifact
+    # the same session artifacts as test_instances.py (same arguments, built once)
+    _, masks = compiled("maskrcnn", "instance_segmentation", "maskrcnn_resnet50_fpn", 160,
+                        targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
+                                 {"backend": "tensorrt", "precision": "fp32"}], export={"nms": {"score_threshold": 0.5}})
+    _, keypoints = compiled("keypointrcnn", "keypoints", "keypointrcnn_resnet50_fpn", 160,
+                            targets=[{"backend": "onnxruntime", "precision": "fp32"}], export={"nms": {"max_detections": 20}})
+    path = write_clip(tmp_path / "c.mp4", shapes_frames(4, size=(120, 200), seed=4))
+    truth = decoded(path)
+    for name, root in [("seg", unet), ("mask", masks), ("kp", keypoints)]:
+        with edgevision.load(root / "onnxruntime-fp32") as model:
+            run(model, [str(path)], save=tmp_path / f"{name}.mp4", jsonl=tmp_path / f"{name}.jsonl")
+        video = decoded(tmp_path / f"{name}.mp4")
+        records = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()[:-1]]
+        assert len(video) == len(records) == 4 and video[0].shape == truth[0].shape
+        assert any(not np.array_equal(v, t) for v, t in zip(video, truth))
+        if name == "seg":
+            segs = [s for r in records for s in r["segments"]]
+            assert len({s["class_id"] for s in segs}) >= 2 and all(sum(s["segmentation"]["counts"]) == 120 * 200 for s in segs)
+        else:
+            dets = [d for r in records for d in r["detections"]]
+            assert dets, f"{name}: nothing detected, nothing drawn"
+            key = "segmentation" if name == "mask" else "keypoints"
+            assert all(key in d for d in dets)
+            if name == "kp":
+                assert all(len(d["keypoints"]) == 17 * 3 for d in dets)
