@@ -137,7 +137,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         info = _model_info(recipe, labels, INPUT_NAME, wrapper.contract_names)
         if nms is not None:
             info["nms"] = nms.to_dict()
-        feeds = _verification_feeds(recipe, val)
+        feeds, verified_on = _verification_feeds(recipe, val)
         ref_outputs = [reference.infer(f) for f in feeds]
         baseline_accuracy = evaluate_model(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
         context.update(_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
@@ -150,6 +150,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
             for r in runners.values():
                 r.close()
         manifest = _manifest(recipe, info, export_info, variants, baseline)
+        manifest["verified_on"] = verified_on
         manifest["advice"] = advice_from_manifest(manifest, METRIC[recipe.task]).to_dict()
         for v in variants:
             public = json.loads(json.dumps({**info, **_variant_public(v)}))
@@ -254,11 +255,20 @@ def _model_info(recipe: Recipe, labels: list[str], input_name: str, outputs: lis
     return {"schema_version": SCHEMA_VERSION, "task": recipe.task, "labels": labels, "input": inp, "outputs": outputs}
 
 
-def _verification_feeds(recipe: Recipe, val: Any) -> list[dict[str, np.ndarray]]:
-    """Pre-processed batches of verify.images images: val data, else generated shapes."""
+def _verification_feeds(recipe: Recipe, val: Any) -> tuple[list[dict[str, np.ndarray]], str]:
+    """Pre-processed batches of verify.images images (verify.data, else data.val, else generated
+    shapes), and where they came from, for the summary."""
     n = recipe.verify.images
-    source = val if (val is not None and len(val) > 0) else ShapesDataset(count=n, seed=9999, size=recipe.input.size)
+    if recipe.verify.data is not None:
+        source, origin = open_dataset(recipe.verify.data, recipe.input.size), f"verify.data ({_describe(recipe.verify.data)})"
+    elif val is not None and len(val) > 0:
+        source, origin = val, f"data.val ({_describe(recipe.data.val)})"
+    else:
+        source = ShapesDataset(count=n, seed=9999, size=recipe.input.size)
+        origin = "generated shapes images (no verify.data or data.val: set one to verify on your kind of images)"
     images = [source[i].image for i in range(min(n, len(source)))]
+    if not images:
+        raise DataError(f"{origin}: no images to verify on")
     spec = InputSpec.from_dict(recipe.input.model_dump())
     batch = 4 if recipe.export.dynamic_batch else 1
     feeds = []
@@ -268,7 +278,11 @@ def _verification_feeds(recipe: Recipe, val: Any) -> list[dict[str, np.ndarray]]
         if recipe.export.proposals is not None:  # the runtime's default proposals (a grid of boxes)
             feed[PROPOSALS] = proposal_batch(None, transforms, recipe.export.proposals.max, spec.size)
         feeds.append(feed)
-    return feeds
+    return feeds, f"{len(images)} images from {origin}"
+
+
+def _describe(source: Any) -> str:
+    return source.source + (f" {source.path}" if source.path else "")
 
 
 def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, ref_outputs: list,

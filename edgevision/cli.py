@@ -92,14 +92,23 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
         images: List[Path] = typer.Argument(..., help="Image files."),
         variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
         top_k: int = typer.Option(5, help="Classification: classes to show."),
+        min_score: Optional[float] = typer.Option(None, "--min-score", help="Detections: keep scores >= this."),
+        classes: Optional[str] = typer.Option(None, help="Detections: keep these classes (names or ids, comma-separated)."),
         save: Optional[Path] = typer.Option(None, help="Write overlay images into this folder."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
     ) -> None:
         """Run a built artifact on images (no PyTorch needed)."""
         import edgevision
+        from edgevision.errors import InputError
+        from edgevision.runtime.results import Detections
 
+        picked = _classes(classes)
         with edgevision.load(artifact, variant) as model:
             results = model.predict([str(p) for p in images], top_k=top_k)
+            if min_score is not None or picked is not None:
+                if not all(isinstance(r, Detections) for r in results):
+                    raise InputError(f"--min-score and --classes apply to detections; {model.name} is {model.task}")
+                results = [r.filter(min_score=min_score, classes=picked) for r in results]
             for path, result in zip(images, results):
                 print(json.dumps({"image": str(path), **result.to_dict()}) if as_json else f"{path}: {result}")
                 if save is not None:
@@ -137,7 +146,7 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
         import edgevision
         from edgevision.runtime.video import run as run_stream
 
-        picked = [int(c) if c.strip().isdigit() else c.strip() for c in classes.split(",")] if classes else None
+        picked = _classes(classes)
         _quiet_opencv()
         with edgevision.load(artifact, variant, threads=threads, streams=in_flight) as model:
             stats = run_stream(model, list(source), save=save, jsonl=jsonl, show=show, drop=drop, buffer=buffer,
@@ -167,6 +176,26 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
 
         info = make_calibration_set(out, source, count, seed, size, images, force)
         print(f"{out}: {info['images']} images from {info['source']} (skipped {info['skipped']} unreadable)")
+
+    @app.command("random-checkpoint")
+    def random_checkpoint(
+        recipe: Path = typer.Argument(..., help="Recipe YAML file (its model, input and export sections are used)."),
+        out: Path = typer.Argument(..., help="Checkpoint file to write (then: model.checkpoint: OUT)."),
+        images: int = typer.Option(16, min=1, max=1000, help="Generated shapes images to re-estimate BatchNorm on."),
+        force: bool = typer.Option(False, help="Replace OUT if it exists."),
+    ) -> None:
+        """Random weights with BatchNorm statistics re-estimated: benchmark an architecture before it is
+        trained. Speed and parity are real; accuracy is meaningless. (Plain random weights leave
+        BatchNorm at mean 0 / var 1, features collapse and every score ties.)"""
+        from edgevision.errors import RecipeError
+        from edgevision.models.batchnorm import reestimated_checkpoint
+        from edgevision.recipe import load_recipe
+
+        if out.exists() and not force:
+            raise RecipeError(f"{out} exists; pass --force to replace it")
+        data = load_recipe(recipe).model_dump(mode="json")
+        print(f"{reestimated_checkpoint(data, out, images)}: {data['model']['source']} with random weights, BatchNorm "
+              f"re-estimated on {images} shapes images")
 
     @app.command()
     def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> None:
@@ -207,6 +236,11 @@ def _build_app():  # noqa: ANN202 - typer is imported lazily so a missing extra 
     return app
 
 
+def _classes(text: Optional[str]) -> Optional[list]:
+    """--classes "person,2" -> ["person", 2]."""
+    return [int(c) if c.strip().isdigit() else c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
 def _quiet_opencv() -> None:
     """OpenCV's own warnings (e.g. at each reconnect attempt) repeat what `run` says more clearly."""
     try:
@@ -242,6 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = app(args=argv, standalone_mode=False)  # typer returns 130 for Ctrl-C, N for typer.Exit(N)
     except EdgeVisionError as e:
         if _state["debug"]:
+            if getattr(e, "log", None):
+                print(e.log, file=sys.stderr)
             raise
         print(f"error: {e}", file=sys.stderr)
         return 1

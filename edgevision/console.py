@@ -132,6 +132,8 @@ def print_summary(manifest: Dict[str, Any]) -> None:
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(table)
+    if manifest.get("verified_on"):
+        console.print(f"parity against PyTorch on {manifest['verified_on']}", highlight=False, markup=False)
     if manifest.get("advice"):
         from edgevision.bench.advice import Advice
 

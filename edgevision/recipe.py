@@ -211,6 +211,9 @@ class VerifySpec(_Strict):
     max_drop: MaxDrop = Field(MaxDrop(), description="Accuracy gate per metric, in points, against PyTorch FP32 "
                               "on data.val; a variant over it fails the compile.")
     images: int = Field(8, ge=1, le=1000, description="Images compared against PyTorch per variant.")
+    data: Optional["DataSource"] = Field(None, description="Where those images come from (default: data.val, else "
+                                         "generated shapes images), e.g. {source: folder, path: frames/} for the "
+                                         "kind of images the model will see.")
     tolerances: dict[Precision, Tolerance] = Field(default_factory=dict, description="Overrides per precision.")
     timing_rounds: int = Field(30, ge=0, le=10000, description="Interleaved latency rounds in the summary (0: skip).")
 

@@ -88,6 +88,10 @@ def test_predict_saves_overlay_and_json(unet_artifact, tmp_path: Path) -> None: 
     first = json.loads(proc.stdout.splitlines()[0])
     assert first["width"] == 80 and sum(first["areas"].values()) == 64 * 80
     assert Image.open(tmp_path / "out" / "a.overlay.png").size == (80, 64)
+    listed = run("predict", str(root), str(tmp_path / "a.png"), "--variant", "openvino-fp32")
+    assert "Segmentation(height=64, width=80," in listed.stdout  # the same order as the JSON's height / width
+    _assert_clean_error(run("predict", str(root), str(tmp_path / "a.png"), "--min-score", "0.5"),
+                        "--min-score and --classes apply to detections")
 
 
 def test_inspect_detects_tampering(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
@@ -160,3 +164,25 @@ def test_ctrl_c_and_sigkill_of_a_real_compile(tmp_path: Path) -> None:
     assert staging.is_dir()  # a killed process cleans nothing ...
     with Staging(tmp_path / "sig"):  # ... the next compile of the artifact does, first thing
         assert not staging.exists()
+
+
+def test_random_checkpoint_reestimates_batchnorm(tmp_path: Path) -> None:
+    """Issue 15, item 6: the way to benchmark an untrained architecture is a documented command."""
+    import torch
+
+    from edgevision.models.sources import build_model
+    from edgevision.recipe import ModelSpec
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ntask: classification\nmodel: {source: mobilenet_v3_small, labels: [a, b, c]}\n"
+                      "input: {size: [64, 64], mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
+                      "targets: [{backend: onnxruntime, precision: fp32}]\n")
+    out = tmp_path / "r.pt"
+    done = run("random-checkpoint", str(recipe), str(out), "--images", "8")
+    assert done.returncode == 0, done.stderr
+    state = torch.load(out, weights_only=True)
+    variances = [v for k, v in state.items() if k.endswith("running_var")]
+    assert len(variances) > 10 and all(not torch.allclose(v, torch.ones_like(v)) for v in variances)
+    model = build_model(ModelSpec(source="mobilenet_v3_small", labels=["a", "b", "c"], checkpoint=str(out)))
+    assert torch.equal(model.state_dict()["features.0.1.running_var"], state["features.0.1.running_var"])
+    _assert_clean_error(run("random-checkpoint", str(recipe), str(out)), "exists; pass --force")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from PIL import Image
 
 import edgevision
 from edgevision.artifact import read_manifest, verify_files
@@ -103,6 +104,21 @@ def test_models_compile_with_parity(compiled, name, task, source, size, extra) -
             assert len(r) == 3 and abs(float(r.scores.sum()) - 1) < 1e-5 and r.names[0] in ("circle", "square", "triangle")
         else:
             assert r.label_map.shape == (70, 40)
+
+
+def test_verify_data_names_the_images_parity_ran_on(compiled, build_root: Path) -> None:  # noqa: ANN001
+    """Issue 15, item 6: parity runs on the user's kind of images when asked, and says which it used."""
+    frames = build_root / "verify-frames"
+    frames.mkdir(exist_ok=True)
+    for i in range(3):
+        Image.fromarray(ShapesDataset(1, seed=40 + i, size=(90, 120))[0].image).save(frames / f"f{i}.png")
+    manifest, _ = compiled("mnv3_frames", "classification", "mobilenet_v3_small", 64,
+                           verify={"images": 5, "timing_rounds": 1, "data": {"source": "folder", "path": str(frames)}},
+                           targets=[{"backend": "onnxruntime", "precision": "fp32"}])
+    assert manifest["verified_on"] == f"3 images from verify.data (folder {frames})"
+    assert manifest["variants"][0]["parity"]["images"] == 3 and manifest["variants"][0]["status"] == "passed"
+    default, _ = compiled("mnv3", "classification", "mobilenet_v3_small", 64)
+    assert default["verified_on"] == "4 images from data.val (shapes)"
 
 
 def test_tolerance_failure_keeps_previous_artifact(unet_artifact, build_root: Path) -> None:  # noqa: ANN001

@@ -9,8 +9,12 @@ import torch
 import torchvision
 
 import edgevision
+from conftest import Quiet, calibrated_checkpoint, recipe_dict
+from edgevision import api
+from edgevision.artifact import read_manifest
 from edgevision.data import ShapesDataset
-from edgevision.errors import ExportError
+from edgevision.errors import ExportError, VerificationFailed
+from edgevision.recipe import parse_recipe
 from edgevision.export.detection import OneStageAdapter, backbone_features, torchvision_reference
 from edgevision.models.batchnorm import reestimate_batchnorm
 from edgevision.ops.nms import nms_reference
@@ -115,10 +119,18 @@ def test_ssdlite_artifact_parity_and_runtime(compiled) -> None:  # noqa: ANN001
     assert len(coco) == 2 and coco[0]["image_id"] == 7 and len(coco[0]["bbox"]) == 4
 
 
-def test_no_detections_is_an_empty_result(compiled, tmp_path) -> None:  # noqa: ANN001
-    _, root = compiled("ssdlite_strict", "detection", "ssdlite320_mobilenet_v3_large", 160,
+def test_parity_that_compared_nothing_fails_and_no_detections_is_an_empty_result(build_root) -> None:  # noqa: ANN001
+    """Issue 15, item 2: zero detections in PyTorch and in the artifact is not a match, it is nothing checked."""
+    data = recipe_dict("ssdlite_strict", "detection", "ssdlite320_mobilenet_v3_large", 160, build_root,
                        export={"nms": {"score_threshold": 0.999}}, targets=[{"backend": "onnxruntime", "precision": "fp32"}])
-    with edgevision.load(root / "onnxruntime-fp32") as model:
+    data["model"]["checkpoint"] = str(calibrated_checkpoint(data, build_root / "ssdlite_strict.pt"))
+    with pytest.raises(VerificationFailed, match="onnxruntime-fp32"):
+        api.compile(parse_recipe(data), reporter=Quiet(), threads=2)
+    failed = build_root / "ssdlite_strict.failed"
+    (variant,) = read_manifest(failed)["variants"]
+    assert variant["status"] == "failed" and variant["parity"]["detections"] == 0
+    assert variant["reasons"][0].startswith("compared nothing: neither PyTorch nor the variant detected anything on the 4")
+    with edgevision.load(failed / "onnxruntime-fp32") as model:
         dets = model.predict(np.zeros((50, 60, 3), np.uint8))
     assert len(dets) == 0 and dets.boxes.shape == (0, 4) and dets.to_dict() == {"detections": []}
 
@@ -155,3 +167,13 @@ def test_predict_cli_draws_boxes(compiled, tmp_path) -> None:  # noqa: ANN001
     assert dets and {"label", "score", "box", "class_id"} <= set(dets[0])
     drawn = np.asarray(Image.open(tmp_path / "out" / "a.overlay.png"))
     assert drawn.shape == image.shape and (drawn != image).any()
+    scores = sorted({d["score"] for d in dets})  # rounded to 4 places: cut half-way between two of them
+    k = next(i for i in range(len(scores) // 2, len(scores) - 1) if scores[i + 1] - scores[i] > 2e-4)
+    threshold = round((scores[k] + scores[k + 1]) / 2, 6)
+    kept = subprocess.run([sys.executable, "-m", "edgevision", "predict", str(root / "openvino-fp32"), str(tmp_path / "a.png"),
+                           "--json", "--min-score", str(threshold), "--classes", f"{dets[0]['label']},2"],
+                          capture_output=True, text=True, timeout=300)
+    assert kept.returncode == 0, kept.stderr
+    got = json.loads(kept.stdout.splitlines()[0])["detections"]
+    expected = [d for d in dets if d["score"] >= threshold and (d["label"] == dets[0]["label"] or d["class_id"] == 2)]
+    assert got == expected and 0 < len(got) < len(dets)  # issue 15, item 6: the filter a user asked for

@@ -109,3 +109,21 @@ def test_bgr_frames_give_the_same_batch_as_rgb(rng: np.random.Generator, channel
     got, _ = preprocess([np.ascontiguousarray(rgb[..., ::-1])], spec, bgr=True)
     assert np.array_equal(got, expected)
     assert not np.array_equal(preprocess([rgb], spec, bgr=True)[0], expected)  # the flag does change what is read
+
+
+def test_large_label_map_never_holds_full_size_logits(rng: np.random.Generator) -> None:
+    """Issue 15, item 5: a 4000x3000 label map from 21 classes without 21 full-size logit planes
+    (1 GB in float32): peak memory is a small multiple of the label map itself."""
+    import tracemalloc
+
+    from edgevision.runtime.postprocess import upsampled_argmax
+
+    logits = rng.normal(size=(21, 130, 173)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        labels = upsampled_argmax(logits, 3000, 4000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert labels.shape == (3000, 4000) and len(np.unique(labels)) == 21
+    assert peak < 3.5 * labels.nbytes, f"peak {peak / 1e6:.0f} MB for a {labels.nbytes / 1e6:.0f} MB label map"

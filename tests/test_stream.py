@@ -101,6 +101,21 @@ def test_push_style_delivers_in_order_and_reports_errors(detector: Path, clip: P
 
         with pytest.raises(RuntimeError, match="callback failed"):
             model.stream(str(clip), on_result=fail).wait(60)
+
+        handle: dict = {}
+        assigned = threading.Event()
+        stopped: list = []
+
+        def stop_at_three(frame) -> None:  # noqa: ANN001 - the application ends the stream from its callback
+            assigned.wait(10)
+            stopped.append(frame.index)
+            if frame.index == 3:
+                handle["stream"].stop()
+
+        handle["stream"] = model.stream(str(clip), on_result=stop_at_three, buffer=1, in_flight=1)
+        assigned.set()
+        stats = handle["stream"].wait(30)
+        assert stopped[:4] == [0, 1, 2, 3] and len(stopped) < N and stats["frames"] == len(stopped)
     _no_stream_threads()
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import warnings
 from collections import Counter
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,20 +141,22 @@ def _run_exporter(wrapper: ExportWrapper, example: tuple[torch.Tensor, ...], nam
         if dynamic:
             kwargs["dynamic_axes"] = {n: {0: "batch"} for n in [*inputs, *names]}
         kwargs.update(dynamo=False)
-    buffer = io.BytesIO()
+    buffer, log = io.BytesIO(), io.StringIO()
     try:
-        with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        # the exporters print the traced graph on failure (thousands of lines for an R-CNN): kept for --debug
+        with warnings.catch_warnings(), redirect_stdout(log), redirect_stderr(log):
             warnings.simplefilter("ignore")
             if exporter == "dynamo":
                 program = torch.onnx.export(wrapper, example, None, **kwargs)
                 return program.model_proto
             torch.onnx.export(wrapper, example, buffer, **kwargs)
-    except Exception as e:  # the exporters raise many types; keep the op-naming part of the message
-        other = "torchscript" if exporter == "dynamo" else "dynamo"
-        raise ExportError(
-            f"torch.onnx ({exporter} exporter) failed{_failing_module(e)}: {_first_lines(str(e))}. "
-            f"Try export.exporter: {other}."
-        ) from e
+    except Exception as e:  # the exporters raise many types: report the innermost cause and where it arose
+        two_stage = isinstance(getattr(wrapper, "model", None), TwoStageAdapter)
+        advice = "" if two_stage else f" Try export.exporter: {'torchscript' if exporter == 'dynamo' else 'dynamo'}."
+        error = ExportError(f"torch.onnx ({exporter} exporter) failed{_failing_module(e)}: {_cause(e)}.{advice} "
+                            "(--debug shows the exporter's full output)")
+        error.log = log.getvalue()
+        raise error from e
     return onnx.load_model_from_string(buffer.getvalue())
 
 
@@ -199,6 +202,19 @@ def _failing_module(error: BaseException) -> str:
     return found
 
 
-def _first_lines(text: str, n: int = 3) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return " | ".join(lines[:n])[:600]
+def _cause(error: BaseException) -> str:
+    """The innermost exception of the chain, one line, with the model code it arose in when the
+    message names it (torch.export's 'File "...", line N, in forward'), and what a data-dependent
+    guard means."""
+    root = error
+    while (root.__cause__ or root.__context__) is not None:
+        root = root.__cause__ or root.__context__  # type: ignore[assignment]
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(root))
+    frames = [f for f in re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text) if "site-packages" not in f[0]]
+    where = f" at {Path(frames[-1][0]).name}:{frames[-1][1]} ({frames[-1][2]})" if frames else ""
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:400]
+    hint = ""
+    if "data-dependent" in first:
+        hint = (" - an op checks the size of a tensor whose size depends on the input data (e.g. BatchNorm or a "
+                "reshape run on the kept detections); give it a size that is never zero, or move it off that tensor")
+    return f"{type(root).__name__}{where}: {first}{hint}"

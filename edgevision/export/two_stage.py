@@ -192,14 +192,19 @@ class TwoStageAdapter(nn.Module):
         # The mask / keypoint head runs on the kept detections only (a data-dependent count, as in
         # torchvision): on all D slots it would cost D heads per image (~1 GFLOP each for masks).
         kept = torch.nonzero((torch.arange(d) < num).reshape(b * d)).squeeze(1)  # kept slots lead each image
-        pooled = self.head_pool.pool(feats, boxes.reshape(b * d, 4)[kept], torch.div(kept, d, rounding_mode="floor"))
+        # One more RoI than kept (slot 0's box; its output is dropped): the head never sees an empty
+        # batch, so a head whose ops check for one (BatchNorm in the _v2 builders: a guard on N == 0
+        # that the exporter cannot decide for a data-dependent N) exports, and runs with 0 detections.
+        rows = torch.cat([kept, kept.new_zeros(1)])
+        pooled = self.head_pool.pool(feats, boxes.reshape(b * d, 4)[rows], torch.div(rows, d, rounding_mode="floor"))
         if self.head == "masks":
-            logits = roi.mask_predictor(roi.mask_head(pooled))  # [N, C, 28, 28]
-            own = torch.gather(logits, 1, labels.reshape(b * d)[kept].to(torch.int64).reshape(-1, 1, 1, 1)
+            logits = roi.mask_predictor(roi.mask_head(pooled))  # [N+1, C, 28, 28]
+            own = torch.gather(logits, 1, labels.reshape(b * d)[rows].to(torch.int64).reshape(-1, 1, 1, 1)
                                .expand(-1, 1, *logits.shape[2:]))
             heads = torch.sigmoid(own).squeeze(1)
         else:
-            heads = roi.keypoint_predictor(roi.keypoint_head(pooled))  # [N, 17, 56, 56]
+            heads = roi.keypoint_predictor(roi.keypoint_head(pooled))  # [N+1, 17, 56, 56]
+        heads = heads[:-1]
         out = torch.zeros((b * d, *heads.shape[1:]), dtype=heads.dtype).index_put((kept,), heads)
         return num, boxes, scores, labels, out.reshape(b, d, *heads.shape[1:])
 

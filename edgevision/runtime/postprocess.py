@@ -57,11 +57,15 @@ def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     centres), one class at a time in OpenCV with a running maximum: never a [C,H,W] float array
     (21 classes at 720p would be 77 MB), the same label map."""
     cv2 = opencv()
-    best = cv2.resize(logits[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    planes = np.ascontiguousarray(logits, dtype=np.float32)
+    best = cv2.resize(planes[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    value = np.empty_like(best)  # reused: peak memory is 3.25x the label map, whatever the class count
+    ahead = np.empty(best.shape, dtype=bool)
     label_map = np.zeros((height, width), dtype=np.int32)
-    for c in range(1, logits.shape[0]):
-        value = cv2.resize(logits[c], (width, height), interpolation=cv2.INTER_LINEAR)
-        np.copyto(label_map, np.int32(c), where=value > best)  # ties keep the lower class id, as argmax does
+    for c in range(1, planes.shape[0]):
+        cv2.resize(planes[c], (width, height), dst=value, interpolation=cv2.INTER_LINEAR)
+        np.greater(value, best, out=ahead)  # ties keep the lower class id, as argmax does
+        np.copyto(label_map, np.int32(c), where=ahead)
         np.maximum(best, value, out=best)
     return label_map
 

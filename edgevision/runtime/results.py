@@ -63,7 +63,7 @@ class Segmentation:
         return {"height": int(self.shape[0]), "width": int(self.shape[1]), "areas": self.areas()}
 
     def __repr__(self) -> str:
-        return f"Segmentation({self.shape[1]}x{self.shape[0]}, areas={self.areas()})"
+        return f"Segmentation(height={self.shape[0]}, width={self.shape[1]}, areas={self.areas()})"
 
 
 class Detections:

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -29,6 +29,7 @@ import numpy as np
 from edgevision.errors import InputError, SourceError
 from edgevision.runtime.annotate import annotate
 from edgevision.runtime.sources import Capture, Captured, Event, SourceLike, open_captures
+from edgevision.runtime.track import Tracker, require_tracker
 
 STAGES = ("wait", "pre", "infer", "post", "total")
 _END = object()
@@ -77,12 +78,14 @@ class Stream:
             raise InputError(f"track, min_score and classes apply to detections; {predictor.name} is {predictor.task}")
         self.predictor, self.in_flight, self.top_k, self.draw = predictor, in_flight, top_k, draw
         self.filter = {"min_score": min_score, "classes": classes} if min_score is not None or classes else None
+        if track:
+            require_tracker()  # before any source is opened
         self._ready, self._stop = threading.Condition(), threading.Event()
         self.captures: List[Capture] = open_captures(
             list(sources), self._ready, self._stop, drop=drop, buffer=buffer, reconnect=reconnect, backoff=backoff,
             timeout=timeout, fps=fps, limit=max_frames, on_event=on_event)
         self.batch = max(1, min(predictor.max_batch, len(self.captures)))
-        self._trackers = _trackers(self.captures) if track else None
+        self._trackers = [Tracker(c.fps) for c in self.captures] if track else None
         self._pending: "queue.Queue[Any]" = queue.Queue(maxsize=in_flight)
         self._pool = ThreadPoolExecutor(in_flight, thread_name_prefix="edgevision-infer")
         self._dispatcher = threading.Thread(target=self._dispatch, name="edgevision-dispatch", daemon=True)
@@ -114,15 +117,19 @@ class Stream:
             self.stop()
 
     def _next_item(self) -> Any:
-        while True:  # short waits keep Ctrl-C responsive on every platform
+        while not self._stop.is_set():  # stop() from another thread (or a callback) ends the iteration
             try:
-                return self._pending.get(timeout=0.1)
+                return self._pending.get(timeout=0.1)  # short waits keep Ctrl-C responsive everywhere
             except queue.Empty:
                 continue
+        return _END
 
     def _complete(self, future: "Future[Tuple[List[Any], Tuple[float, ...]]]", picks: List[Tuple[Capture, Captured]]
                   ) -> Iterator[Frame]:
-        results, overlays, (t0, t1, t2, t3) = future.result()
+        try:
+            results, overlays, (t0, t1, t2, t3) = future.result()
+        except CancelledError:  # stop() cancelled it
+            return
         for (capture, got), result, overlay in zip(picks, results, overlays):
             if self._trackers is not None:
                 self._trackers[capture.number].update(result)
@@ -145,10 +152,13 @@ class Stream:
             self._error = e
 
     def wait(self, timeout: Optional[float] = None) -> Dict[str, Any]:
-        """Push style: block until the stream ends (or timeout); raise its error; return the stats."""
+        """Push style: block until the stream ends; raise its error (TimeoutError if it is still
+        running after `timeout` seconds); return the stats."""
         if self._push is None:
             raise InputError("wait() is for streams started with on_result; iterate the stream instead")
         self._push.join(timeout)
+        if self._push.is_alive():
+            raise TimeoutError(f"the stream is still running after {timeout} s; stop() ends it")
         if self._error is not None:
             raise self._error
         return self.stats()
@@ -262,9 +272,3 @@ def _percentiles(samples: Deque[float]) -> Dict[str, Optional[float]]:
         return {"p50": None, "p99": None}
     p50, p99 = np.percentile(np.fromiter(samples, float), [50, 99])
     return {"p50": round(float(p50), 2), "p99": round(float(p99), 2)}
-
-
-def _trackers(captures: List[Capture]) -> List[Any]:
-    from edgevision.runtime.track import Tracker
-
-    return [Tracker(c.fps) for c in captures]

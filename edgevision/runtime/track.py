@@ -11,16 +11,22 @@ from edgevision.errors import BackendError
 from edgevision.runtime.results import Detections
 
 
+def require_tracker() -> Any:
+    """The trackers and supervision modules, or a clear error naming the extra to install."""
+    try:
+        import supervision
+        import trackers
+    except ImportError:
+        raise BackendError("tracking needs the 'track' extra (ByteTrack from the trackers package): "
+                           "pip install 'edgevision[track]'") from None
+    return trackers, supervision
+
+
 class Tracker:
     def __init__(self, fps: float) -> None:
-        try:
-            import supervision as sv
-            from trackers import ByteTrackTracker
-        except ImportError:
-            raise BackendError("tracking needs the 'track' extra (ByteTrack from the trackers package): "
-                               "pip install 'edgevision[track]'") from None
+        trackers, sv = require_tracker()
         self._sv: Any = sv
-        self._tracker = ByteTrackTracker(frame_rate=float(fps or 30.0))
+        self._tracker = trackers.ByteTrackTracker(frame_rate=float(fps or 30.0))
 
     def update(self, result: Detections) -> None:
         """Set result.track_ids ([N] int, -1 while a new object is not yet confirmed)."""

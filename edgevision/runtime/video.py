@@ -142,9 +142,10 @@ def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, j
     display = Display() if show else None
     stream = model.stream(sources, draw=bool(paths) or show, **options)
     video = VideoSink(paths, [c.fps for c in stream.captures]) if paths else None
-    log: Optional[IO[str]] = jsonl.open("w", buffering=1) if jsonl is not None else None  # a line per frame, for tail -f
+    log: Optional[IO[str]] = None
     interrupted = False
     try:
+        log = jsonl.open("w", buffering=1) if jsonl is not None else None  # a line per frame, for tail -f
         _loop(stream, video, log, display, on_frame)
     except KeyboardInterrupt:
         interrupted = True

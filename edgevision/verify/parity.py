@@ -129,6 +129,10 @@ def judge(metrics: dict[str, Any], tol: Tolerance) -> list[str]:
         return [metrics["error"]]
     if "matched" in metrics:  # detection
         reasons = []
+        if metrics["detections"] == 0 and metrics["candidate_detections"] == 0:
+            reasons.append(f"compared nothing: neither PyTorch nor the variant detected anything on the {metrics['images']} "
+                           "verification images (every score under export.nms.score_threshold); verify on images that "
+                           "hold the model's objects (data.val), with a trained checkpoint, or lower the threshold")
         agreement = min(metrics["matched"], metrics["matched_candidate"])
         if agreement < tol.min_agreement:
             reasons.append(f"matched detections {agreement:.4f} < {tol.min_agreement}")
