@@ -25,6 +25,7 @@ def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[d
     agreement = float((ref.argmax(1) == out.argmax(1)).mean())
     metrics: dict[str, Any] = {
         "images": int(len(ref)),
+        "logit_spread": float(a.std(axis=1).max()),  # 0: constant logits, nothing to compare
         "max_abs_diff": float(np.abs(ref - out).max()),
         "min_cosine": float(cos.min()),
         ("top1_agreement" if task == "classification" else "pixel_agreement"): agreement,
@@ -146,6 +147,9 @@ def judge(metrics: dict[str, Any], tol: Tolerance) -> list[str]:
                            f"matched instances < {tol.min_agreement} (largest {metrics['max_keypoint_px']:.1f} px)")
         return reasons
     reasons = []
+    if metrics.get("logit_spread", 1.0) < 1e-6:
+        reasons.append(f"compared nothing: PyTorch's logits are the same for every class on all {metrics['images']} "
+                       "verification images (a degenerate model or input); verify a trained checkpoint or other images")
     if metrics["min_cosine"] < tol.min_cosine:
         reasons.append(f"cosine {metrics['min_cosine']:.6f} < {tol.min_cosine}")
     if tol.max_abs_diff is not None and metrics["max_abs_diff"] > tol.max_abs_diff:

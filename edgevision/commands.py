@@ -1,0 +1,261 @@
+"""The `edgevision` commands, one function each (typer): parse arguments, call the API, print.
+Imported by cli.main only, so a missing 'cli' extra gets a clear message instead of a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+state = {"debug": False}
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Compile PyTorch vision models to verified ONNX Runtime / OpenVINO artifacts, and run them.",
+)
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    state["debug"] = debug
+
+@app.command()
+def compile(  # noqa: A001
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for every backend (default: all cores)."),
+) -> None:
+    """Train (if needed), export, build every target, verify against PyTorch, write the artifact."""
+    from edgevision import api
+    from edgevision.console import RichReporter, print_summary
+    from edgevision.errors import VerificationFailed
+
+    try:
+        manifest = api.compile(recipe, reporter=RichReporter(), threads=threads)
+    except VerificationFailed as e:
+        print_summary(e.manifest)
+        raise
+    print_summary(manifest)
+    out = manifest["recipe"]["content"]["output"] or f"build/{manifest['name']}"
+    print(f"artifact: {out}")
+
+@app.command()
+def benchmark(
+    target: Path = typer.Argument(..., help="Artifact folder, or a recipe (compiled first if its artifact is "
+                                  "missing or stale)."),
+    quick: bool = typer.Option(False, "--quick", help="Short run: 30 rounds, batch 1, 1 s async, accuracy on 50 images."),
+    iterations: Optional[int] = typer.Option(None, min=1, help="Interleaved rounds per latency measurement."),
+    duration: Optional[float] = typer.Option(None, min=0.1, help="Seconds per latency measurement instead of rounds."),
+    warmup: Optional[int] = typer.Option(None, min=0, help="Untimed calls per model first."),
+    batch: Optional[str] = typer.Option(None, help="Batch sizes for synchronous throughput, e.g. 1,8."),
+    async_seconds: Optional[float] = typer.Option(None, "--async-seconds", min=0, help="Async throughput run (0: skip)."),
+    accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help="Evaluate on data.val."),
+    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help="Peak RSS per model (one process each)."),
+    accuracy_images: Optional[int] = typer.Option(None, "--accuracy-images", min=1, help="Cap on data.val images."),
+    variants: Optional[str] = typer.Option(None, help="Only these variants, comma-separated (the baseline always runs)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for every model (default: all cores)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.json/.md/.html (default: the artifact folder)."),
+) -> None:
+    """Measure every variant against PyTorch FP32: accuracy, latency, throughput, memory; write reports."""
+    from edgevision.bench.report import write_reports
+    from edgevision.bench.run import BenchOptions, benchmark as run_benchmark
+    from edgevision.console import RichReporter, print_report
+    from edgevision.errors import RecipeError
+
+    try:
+        sizes = [int(b) for b in batch.split(",")] if batch else None
+    except ValueError:
+        raise RecipeError(f"--batch {batch!r}: give batch sizes as integers separated by commas, e.g. 1,8") from None
+    options = BenchOptions(iterations=iterations, duration=duration, warmup=warmup, batch_sizes=sizes,
+                           async_seconds=async_seconds, accuracy=accuracy, memory=memory, accuracy_images=accuracy_images,
+                           quick=quick, threads=threads, variants=variants.split(",") if variants else None)
+    report = run_benchmark(target, options, RichReporter())
+    paths = write_reports(report, out or Path(report["artifact"]["path"]))
+    print_report(report)
+    print("reports: " + ", ".join(str(p) for p in paths))
+
+@app.command()
+def train(recipe: Path = typer.Argument(..., help="Recipe YAML file with a 'train' section.")) -> None:
+    """Train the recipe's model on its data.train source and write model.checkpoint."""
+    from edgevision import api
+    from edgevision.console import RichReporter
+
+    api.train(recipe, reporter=RichReporter())
+
+@app.command()
+def predict(
+    artifact: Path = typer.Argument(..., help="Variant folder, or artifact folder (with --variant)."),
+    images: List[Path] = typer.Argument(..., help="Image files."),
+    variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
+    top_k: int = typer.Option(5, help="Classification: classes to show."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Detections: keep scores >= this."),
+    classes: Optional[str] = typer.Option(None, help="Detections: keep these classes (names or ids, comma-separated)."),
+    save: Optional[Path] = typer.Option(None, help="Write overlay images into this folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
+) -> None:
+    """Run a built artifact on images (no PyTorch needed)."""
+    import edgevision
+    from edgevision.errors import InputError
+    from edgevision.runtime.results import Detections
+
+    picked = _classes(classes)
+    with edgevision.load(artifact, variant) as model:
+        results = model.predict([str(p) for p in images], top_k=top_k)
+        if min_score is not None or picked is not None:
+            if not all(isinstance(r, Detections) for r in results):
+                raise InputError(f"--min-score and --classes apply to detections; {model.name} is {model.task}")
+            results = [r.filter(min_score=min_score, classes=picked) for r in results]
+        for path, result in zip(images, results):
+            print(json.dumps({"image": str(path), **result.to_dict()}) if as_json else f"{path}: {result}")
+            if save is not None:
+                from edgevision.runtime.annotate import save_overlay
+                from edgevision.runtime.images import to_rgb
+
+                print(f"  overlay: {save_overlay(to_rgb(path), result, save / (path.stem + '.overlay.png'))}")
+
+@app.command()
+def run(
+    artifact: Path = typer.Argument(..., help="Variant folder, or artifact folder (with --variant)."),
+    source: List[str] = typer.Option(..., "--source", "-s", help="Video file, image folder (name order), camera "
+                                     "index, URL (rtsp://, http://) or GStreamer pipeline; repeat for several."),
+    variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
+    save: Optional[Path] = typer.Option(None, help="Annotated video (.mp4/.avi/.mkv/.mov); name-N.mp4 per source "
+                                        "for several."),
+    jsonl: Optional[Path] = typer.Option(None, help="JSON Lines: one line per frame (results in original pixels, "
+                                         "COCO-style), then one with the statistics."),
+    show: bool = typer.Option(False, "--show", help="Show the annotated frames in a window ('q' stops)."),
+    drop: str = typer.Option("oldest", help="Live sources, when inference falls behind: drop the oldest buffered "
+                             "frame, the newest, or none (wait). Files never drop."),
+    buffer: int = typer.Option(4, min=1, help="Frames buffered per source."),
+    in_flight: int = typer.Option(2, "--in-flight", min=1, help="Frames in the engine at once."),
+    track: bool = typer.Option(False, "--track", help="Tracking IDs for detections (ByteTrack; edgevision[track])."),
+    min_score: Optional[float] = typer.Option(None, "--min-score", help="Detections: keep scores >= this."),
+    classes: Optional[str] = typer.Option(None, help="Detections: keep these classes (names or ids, comma-separated)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after this many frames per source."),
+    fps: float = typer.Option(30.0, min=0.1, help="Frame rate for image folders and sources that report none."),
+    reconnect: int = typer.Option(5, min=0, help="Live sources: reconnect attempts before giving up."),
+    timeout: float = typer.Option(10.0, min=0.1, help="Live sources: seconds to wait for a frame or a connection."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for the engine in all, split between the "
+                                          "frames in flight (default: all cores)."),
+) -> None:
+    """Run a built artifact on video files, cameras, streams or image folders (no PyTorch needed)."""
+    import edgevision
+    from edgevision.runtime.video import run as run_stream
+
+    picked = _classes(classes)
+    _quiet_opencv()
+    with edgevision.load(artifact, variant, threads=threads, streams=in_flight) as model:
+        stats = run_stream(model, list(source), save=save, jsonl=jsonl, show=show, drop=drop, buffer=buffer,
+                           in_flight=in_flight, track=track, min_score=min_score, classes=picked,
+                           max_frames=max_frames, fps=fps, reconnect=reconnect, timeout=timeout,
+                           on_event=lambda message: print(message, file=sys.stderr))
+    _print_stream_stats(stats)
+    if stats["interrupted"]:
+        raise typer.Exit(130)
+
+calibration = typer.Typer(no_args_is_help=True, help="Calibration sets for INT8 (calibration/README.md).")
+app.add_typer(calibration, name="calibration")
+
+@calibration.command("make")
+def calibration_make(
+    out: Path = typer.Argument(..., help="Folder to create (then: calibration: {source: folder, path: OUT})."),
+    source: str = typer.Option(..., "--from", help="A COCO annotation .json, a folder of images (e.g. camera "
+                               "frames, searched recursively), or 'shapes'."),
+    count: int = typer.Option(300, min=1, help="Images to sample."),
+    seed: int = typer.Option(0, help="Sampling seed (shapes: generator seed)."),
+    size: int = typer.Option(320, min=16, help="shapes: image size in pixels."),
+    images: Optional[Path] = typer.Option(None, help="COCO: image folder (default: images/ next to the json)."),
+    force: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """Sample a calibration set into a folder (images copied unchanged, plus calibration.json)."""
+    from edgevision.quantize.calibration import make_calibration_set
+
+    info = make_calibration_set(out, source, count, seed, size, images, force)
+    print(f"{out}: {info['images']} images from {info['source']} (skipped {info['skipped']} unreadable)")
+
+@app.command("random-checkpoint")
+def random_checkpoint(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file (its model, input and export sections are used)."),
+    out: Path = typer.Argument(..., help="Checkpoint file to write (then: model.checkpoint: OUT)."),
+    images: int = typer.Option(16, min=1, max=1000, help="Generated shapes images to re-estimate BatchNorm on."),
+    force: bool = typer.Option(False, help="Replace OUT if it exists."),
+) -> None:
+    """Random weights, BatchNorm re-estimated: measure an architecture before it is trained.
+
+    Speed and parity are real; accuracy is meaningless. (Plain random weights leave BatchNorm at
+    mean 0 / var 1: features collapse and every score ties.)"""
+    from edgevision.errors import RecipeError
+    from edgevision.models.batchnorm import reestimated_checkpoint
+    from edgevision.recipe import load_recipe
+
+    if out.exists() and not force:
+        raise RecipeError(f"{out} exists; pass --force to replace it")
+    data = load_recipe(recipe).model_dump(mode="json")
+    print(f"{reestimated_checkpoint(data, out, images)}: {data['model']['source']} with random weights, BatchNorm "
+          f"re-estimated on {images} shapes images")
+
+@app.command()
+def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> None:
+    """Check every file's sha256 and print the artifact's summary."""
+    from edgevision.artifact import audit_artifact, read_manifest
+    from edgevision.console import print_summary
+    from edgevision.errors import ArtifactError
+
+    problems, notes = audit_artifact(artifact)
+    if problems:
+        raise ArtifactError(f"{artifact}: {len(problems)} problem(s): " + "; ".join(problems)
+                            + ". Rebuild the artifact with `edgevision compile`.")
+    manifest = read_manifest(artifact)
+    print_summary(manifest)
+    tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items() if v)
+    print(f"created {manifest['created']}; recipe sha256 {manifest['recipe']['sha256'][:12]}; {tools}")
+    print(f"all {len(manifest['files'])} files match their sha256; every variant.json checked; no extra files or links")
+    for note in notes:
+        print(f"note: {note}")
+
+@app.command()
+def schema(
+    out: Optional[Path] = typer.Option(None, help="Write to a file instead of stdout."),
+    report: bool = typer.Option(False, "--report", help="The schema of the benchmark's report.json instead."),
+) -> None:
+    """Print the recipe JSON Schema (for editor completion and validation), or report.json's."""
+    if report:
+        from edgevision.bench.schema import json_schema
+    else:
+        from edgevision.recipe import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text + "\n")
+
+
+def _classes(text: Optional[str]) -> Optional[list]:
+    """--classes "person,2" -> ["person", 2]."""
+    return [int(c) if c.strip().isdigit() else c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def _quiet_opencv() -> None:
+    """OpenCV's own warnings (e.g. at each reconnect attempt) repeat what `run` says more clearly."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
+        pass
+
+
+def _print_stream_stats(stats: dict) -> None:
+    lat, st = stats["latency_ms"], stats["stages_ms"]
+    print(f"{stats['frames']} frames in {stats['seconds']:.1f} s: {stats['fps']:.1f} FPS, {stats['dropped']} dropped; "
+          f"capture to result p50 {lat['p50']} ms, p99 {lat['p99']} ms "
+          f"(wait {st['wait']['p50']}, pre {st['pre']['p50']}, infer {st['infer']['p50']}, post {st['post']['p50']} ms p50)")
+    for s in stats["sources"]:
+        print(f"  source {s['source']}: read {s['read']}, inferred {s['inferred']}, dropped {s['dropped']}, "
+              f"reconnects {s['reconnects']}")
+    for v in stats.get("videos", []):
+        print(f"  video: {v['path']} ({v['frames']} frames)")
