@@ -66,7 +66,8 @@ class Stream:
                  in_flight: int = 2, track: bool = False, min_score: Optional[float] = None,
                  classes: Optional[List[Union[int, str]]] = None, top_k: int = 5, reconnect: int = 5,
                  backoff: float = 0.5, timeout: float = 10.0, fps: float = 30.0, max_frames: Optional[int] = None,
-                 draw: bool = False, on_result: Optional[Callable[[Frame], None]] = None, on_event: Optional[Event] = None) -> None:
+                 draw: bool = False, on_result: Optional[Callable[[Frame], None]] = None,
+                 on_event: Optional[Event] = None) -> None:
         if not sources:
             raise SourceError("stream: give at least one source")
         if predictor.max_proposals is not None:
@@ -124,8 +125,8 @@ class Stream:
                 continue
         return _END
 
-    def _complete(self, future: "Future[Tuple[List[Any], Tuple[float, ...]]]", picks: List[Tuple[Capture, Captured]]
-                  ) -> Iterator[Frame]:
+    def _complete(self, future: "Future[Any]", picks: List[Tuple[Capture, Captured]]) -> Iterator[Frame]:
+        """The frames of one finished batch, with their results (tracked, and drawn when asked)."""
         try:
             results, overlays, (t0, t1, t2, t3) = future.result()
         except CancelledError:  # stop() cancelled it
