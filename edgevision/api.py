@@ -1,6 +1,6 @@
 """compile(recipe) -> artifact directory; train(recipe) -> checkpoint.
 
-The flow (DESIGN.md): recipe -> model -> export -> build per target -> verify against PyTorch
+The flow: recipe -> model -> export -> build per target -> verify against PyTorch
 (parity and accuracy) -> artifact directory, committed atomically. Nothing here prints directly;
 progress goes through a Reporter.
 """
@@ -23,16 +23,17 @@ from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, content_diges
 from edgevision.backends.base import INPUT_NAME, create_runner, require
 from edgevision.bench.advice import from_manifest as advice_from_manifest
 from edgevision.bench.machine import cpu_name, tool_versions
-from edgevision.console import METRIC, Reporter
+from edgevision.console import Reporter
 from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
 from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, TargetSpec, load_recipe
-from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
+from edgevision.runtime.predictor import Predictor
 from edgevision.runtime.preprocess import InputSpec, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.staging import Staging, check_destination, is_artifact
+from edgevision.tasks import DETECTION_TASKS, METRIC
 from edgevision.verify.measure import evaluate_model, measure
 
 _BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",

@@ -22,11 +22,11 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Tuple
 
 from edgevision.errors import ArtifactError
+from edgevision.tasks import TASKS
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 VARIANT = "variant.json"
-TASKS = ("classification", "segmentation", "detection", "instance_segmentation", "keypoints")
 # Written into an artifact after its compile by edgevision itself, so not in the manifest's list:
 # benchmark reports, and a TensorRT engine (and timing cache) built on the device at first load.
 LATER_FILES = ("report.json", "report.md", "report.html", "*/model.engine", "*/timing.cache")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from edgevision.tasks import METRIC, METRIC_TITLE
+
 
 class Reporter:
     """Plain-text progress, used by the Python API; the CLI passes a RichReporter."""
@@ -88,10 +90,6 @@ def _parity_text(parity: Dict[str, Any]) -> str:
     return f"cos {parity['min_cosine']:.5f} / agree {agree:.4f}"
 
 
-METRIC = {"segmentation": "miou", "classification": "top1", "detection": "map", "instance_segmentation": "mask_map",
-          "keypoints": "map"}
-METRIC_TITLE = {"segmentation": "mIoU", "classification": "top-1", "detection": "mAP", "instance_segmentation": "mask mAP",
-                "keypoints": "box mAP"}
 SUMMARY_HEADER = ["variant", "size MB", "parity vs PyTorch", "accuracy", "drop pts", "infer ms", "e2e ms", "speedup", "status"]
 
 

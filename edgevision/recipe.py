@@ -18,6 +18,7 @@ from edgevision.backends.base import BACKEND_PRECISIONS
 from edgevision.errors import RecipeError
 from edgevision.recipe_errors import format_errors
 from edgevision.recipe_yaml import parse_yaml, read_recipe_text
+from edgevision.tasks import DETECTION_TASKS
 
 Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -220,7 +221,7 @@ class VerifySpec(_Strict):
     def tolerance(self, precision: str, task: str = "classification") -> Tolerance:
         if precision in self.tolerances:
             return self.tolerances[precision]  # type: ignore[index]
-        if task in ("detection", "instance_segmentation", "keypoints"):  # agreement = matched detections, max_abs_diff = score difference
+        if task in DETECTION_TASKS:  # agreement = matched detections, max_abs_diff = score difference
             return DETECTION_TOLERANCES[precision]
         return DEFAULT_TOLERANCES[precision]
 

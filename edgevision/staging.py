@@ -2,7 +2,7 @@
 
 An artifact is built in a hidden sibling folder and renamed into place, so an interrupted compile
 never leaves a half-written artifact and never destroys the previous one; nothing but an
-edgevision artifact (or an empty folder) is ever replaced (DESIGN.md's safety rules).
+edgevision artifact (or an empty folder) is ever replaced (README, "The artifact").
 """
 
 from __future__ import annotations

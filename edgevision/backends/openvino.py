@@ -1,7 +1,7 @@
 """OpenVINO: build (ONNX -> IR, FP32 weights unless fp16) and run (CPU LATENCY hint by default).
 
 The inference precision is always set explicitly: on CPUs with AMX the default is bf16, which
-silently breaks FP32 parity (../shared/TOOLCHAINS.md).
+silently breaks FP32 parity (README, "Facts this is built on").
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
         calib = require_calibration(context, "openvino")
         model, quantization = quantize_openvino(model, calib, context.get("log", print), context.get("accuracy"))
         quantization["calibration"] = calib.describe()
-    # FP32, BF16 and INT8 keep FP32 weights (FP16 compression changes detections, TOOLCHAINS.md).
+    # FP32, BF16 and INT8 keep FP32 weights (FP16 compression changes detections: README, "Facts this is built on").
     ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=(precision == "fp16"))
     hint = options.get("performance_hint", "LATENCY")
     config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
@@ -65,7 +65,7 @@ class Runner(RunnerBase):
     """One OpenVINO model, safe to call from several threads.
 
     Shapes: the IR keeps the dynamic batch it was exported with, but a CPU runs a dynamic-shape
-    model on a slower path (SSDlite-320: 27.9 ms dynamic vs 9.5 ms static, TOOLCHAINS.md), so the
+    model on a slower path (SSDlite-320: 27.9 ms dynamic vs 9.5 ms static, benchmarks/results/e2e.md), so the
     model is compiled for the exact input shapes of each call, one compiled model per shape set
     (at most MAX_SHAPES, least recently used dropped), unless settings["dynamic_shapes"] is true.
 

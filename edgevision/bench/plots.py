@@ -7,7 +7,7 @@ import base64
 import io
 from typing import Any, Dict, List
 
-from edgevision.console import METRIC_TITLE
+from edgevision.tasks import METRIC_TITLE
 
 _COLORS = {"torch": "#444444", "onnxruntime": "#1f77b4", "openvino": "#ff7f0e", "tensorrt": "#2ca02c"}
 _MODE_COLORS = ("#17becf", "#9467bd", "#bcbd22", "#8c564b", "#e377c2")

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from edgevision.bench.plots import figures
 from edgevision.bench.schema import Report
-from edgevision.console import METRIC_TITLE
+from edgevision.tasks import METRIC_TITLE
 
 def _f(v: Optional[float], digits: int = 2) -> str:
     if v is None:

@@ -22,7 +22,8 @@ from edgevision.bench.advice import from_report
 from edgevision.bench.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
-from edgevision.console import METRIC, Reporter
+from edgevision.console import Reporter
+from edgevision.tasks import METRIC
 from edgevision.errors import BackendNotInstalled, EdgeVisionError, RecipeError, VerificationFailed
 
 QUICK = {"iterations": 30, "warmup": 3, "batch_sizes": [1], "async_seconds": 1.0, "accuracy_images": 50}

@@ -8,7 +8,8 @@ import numpy as np
 
 from edgevision.data.types import Dataset
 from edgevision.errors import DataError
-from edgevision.runtime.predictor import DETECTION_TASKS, Predictor
+from edgevision.runtime.predictor import Predictor
+from edgevision.tasks import DETECTION_TASKS
 
 
 def confusion(pred: np.ndarray, truth: np.ndarray, num_classes: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""PyTorch module -> clean, checked ONNX with the output contract of DESIGN.md.
+"""PyTorch module -> clean, checked ONNX with the output contract of the README ("Detection: one NMS, fused into the graph").
 
 classification: logits [B,C]; segmentation: logits [B,C,H,W] (+ labels [B,H,W] int32 when
 export.argmax). torchvision's segmentation models return a dict: it is flattened here.
@@ -30,7 +30,7 @@ from edgevision.export.nms import OUTPUTS as NMS_OUTPUTS
 from edgevision.export.nms import append_nms
 from edgevision.ops.nms import NMSParams
 from edgevision.recipe import Recipe
-from edgevision.runtime.predictor import DETECTION_TASKS
+from edgevision.tasks import DETECTION_TASKS
 
 MAX_IR_VERSION = 10  # ONNX Runtime 1.31 rejects IR 14; 10 is what opset 18-21 need and every backend reads
 
@@ -62,7 +62,7 @@ class ExportWrapper(nn.Module):
 
     @property
     def contract_names(self) -> list[str]:
-        """Outputs of the finished graph (DESIGN.md contract)."""
+        """Outputs of the finished graph (the README's output contract)."""
         return list(NMS_OUTPUTS) if self.appends_nms else self.output_names
 
     def forward(self, images: torch.Tensor, proposals: Optional[torch.Tensor] = None) -> Any:

@@ -19,7 +19,7 @@ Then, by head:
   masks (Mask R-CNN): the final NMS in the graph (nms_keep_mask grouped by label, the best
     detections_per_img) -> the contract num_dets, boxes, scores, labels, then RoI Align of the
     kept boxes -> mask head -> masks [B,D,28,28]: the probabilities of each detection's own class
-    (the runtime pastes them into the image, runtime/masks.py).
+    (the runtime pastes them into the image, runtime/instances.py).
   keypoints (Keypoint R-CNN): as masks, with keypoint_heatmaps [B,D,17,56,56] (decoded on the
     host as torchvision's heatmaps_to_keypoints, runtime/keypoints.py).
 """

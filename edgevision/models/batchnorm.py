@@ -2,7 +2,7 @@
 
 With random initialisation, BatchNorm running statistics (mean 0, var 1) do not fit the
 activations: MobileNetV3 features collapse to ~1e-8 and every detection score ties, so
-comparisons measure tie-breaking, not the backends (../shared/TOOLCHAINS.md).
+comparisons measure tie-breaking, not the backends (BatchNorm statistics on random weights, README's Facts).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     from edgevision.recipe import ExportSpec
     from edgevision.recipe import InputSpec as RecipeInput
     from edgevision.recipe import ModelSpec
-    from edgevision.runtime.predictor import DETECTION_TASKS
+    from edgevision.tasks import DETECTION_TASKS
     from edgevision.runtime.preprocess import InputSpec, preprocess
     from edgevision.runtime.proposals import proposal_batch
 

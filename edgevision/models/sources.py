@@ -27,10 +27,6 @@ _OWN: dict[str, str] = {
 }
 
 
-def list_own_models() -> list[str]:
-    return sorted(_OWN)
-
-
 def _torchvision_builders() -> list[str]:
     import torchvision
 

@@ -1,6 +1,6 @@
 """The canonical NMS contract and its numpy reference (the oracle for every lowering).
 
-"Padded batched multi-class NMS" (DESIGN.md):
+"Padded batched multi-class NMS" (README, "Detection: one NMS, fused into the graph"):
   inputs   boxes [B,N,4] xyxy, scores [B,N,C] (activated: probabilities)
   1. pre-NMS top-k: keep the pre_nms_top_k boxes with the highest max-over-classes score
      (ties: lower index first, as ONNX TopK);

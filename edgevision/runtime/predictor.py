@@ -19,11 +19,11 @@ from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.runtime.results import Classification, Detections, Segmentation
 from edgevision.runtime.sources import SourceLike
+from edgevision.tasks import DETECTION_TASKS, TASKS
 
 if TYPE_CHECKING:
     from edgevision.runtime.stream import Stream
 
-DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")  # results are Detections
 Result = Union[Classification, Segmentation, Detections]
 
 
@@ -45,7 +45,7 @@ class Predictor:
         self.input_name: str = info["input"].get("name", INPUT_NAME)
         self.max_batch: int = int(info["input"].get("max_batch", 1))
         self.max_proposals: Optional[int] = info["input"].get("proposals")  # external-proposal artifacts
-        if self.task not in ("classification", "segmentation", *DETECTION_TASKS):
+        if self.task not in TASKS:
             raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
 
     @property

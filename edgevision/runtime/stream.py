@@ -30,6 +30,7 @@ from edgevision.errors import InputError, SourceError
 from edgevision.runtime.annotate import annotate
 from edgevision.runtime.sources import Capture, Captured, Event, SourceLike, open_captures
 from edgevision.runtime.track import Tracker, require_tracker
+from edgevision.tasks import DETECTION_TASKS
 
 STAGES = ("wait", "pre", "infer", "post", "total")
 _END = object()
@@ -74,8 +75,7 @@ class Stream:
             raise InputError(f"{predictor.name} takes external proposals per image; call predict(image, proposals=...)")
         if in_flight < 1:
             raise InputError(f"in_flight must be >= 1, got {in_flight}")
-        detection = predictor.task in ("detection", "instance_segmentation", "keypoints")
-        if (track or min_score is not None or classes is not None) and not detection:
+        if (track or min_score is not None or classes is not None) and predictor.task not in DETECTION_TASKS:
             raise InputError(f"track, min_score and classes apply to detections; {predictor.name} is {predictor.task}")
         self.predictor, self.in_flight, self.top_k, self.draw = predictor, in_flight, top_k, draw
         self.filter = {"min_score": min_score, "classes": classes} if min_score is not None or classes else None

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from edgevision.bench.latency import interleaved, summarize
-from edgevision.console import METRIC, METRIC_TITLE, Reporter
+from edgevision.console import Reporter
+from edgevision.tasks import METRIC, METRIC_TITLE
 from edgevision.data.shapes import ShapesDataset
 from edgevision.recipe import Recipe
 from edgevision.runtime.predictor import Predictor
