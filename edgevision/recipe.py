@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgevision.backends.base import BACKEND_PRECISIONS
+from edgevision.backends.base import BACKEND_PRECISIONS, unknown_options
 from edgevision.errors import RecipeError
 from edgevision.recipe_errors import format_errors
 from edgevision.recipe_yaml import parse_yaml, read_recipe_text
@@ -161,6 +161,9 @@ class TargetSpec(_Strict):
                 f"backend '{self.backend}' does not build precision '{self.precision}' yet "
                 f"(supported: {', '.join(allowed)})"
             )
+        problem = unknown_options(self.backend, self.options)  # before any training or export
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property

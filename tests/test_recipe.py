@@ -7,8 +7,9 @@ import jsonschema
 import pytest
 import yaml
 
+from conftest import recipe_dict
 from edgevision.errors import RecipeError
-from edgevision.recipe import json_schema, load_recipe
+from edgevision.recipe import json_schema, load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,3 +149,18 @@ def test_json_schema_is_valid_and_accepts_shipped_recipes() -> None:
         load_recipe(path)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(dict(BASE, bogus=1), schema)
+
+
+def test_backend_option_typo_fails_at_load_with_a_suggestion(tmp_path: Path) -> None:
+    """Issue 16: a misspelt target option fails when the recipe loads (before any training or export)."""
+    data = recipe_dict("typo", "detection", "yolo", 64, tmp_path,
+                       targets=[{"backend": "onnxruntime", "precision": "fp32"},
+                                {"backend": "openvino", "precision": "fp32", "options": {"dynamic_shape": True, "zzz": 1}}])
+    with pytest.raises(RecipeError) as failure:
+        parse_recipe(data)
+    message = str(failure.value)
+    assert "targets.1" in message or "targets[1]" in message, message
+    assert "openvino has no option 'dynamic_shape' (did you mean 'dynamic_shapes'?), 'zzz'" in message
+    assert "its options: performance_hint, num_streams, dynamic_shapes" in message
+    data["targets"][1]["options"] = {"dynamic_shapes": True}
+    assert parse_recipe(data).targets[1].options == {"dynamic_shapes": True}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,19 @@ def test_missing_backend_names_the_package(unet_artifact) -> None:  # noqa: ANN0
     # an artifact folder falls back to a variant whose backend is installed
     proc = _without(["onnxruntime"], f"import edgevision\nprint(edgevision.load({str(root)!r}).info['name'])")
     assert proc.returncode == 0 and proc.stdout.strip() == "openvino-fp32", proc.stderr
+
+
+@pytest.mark.parametrize("variant", ["onnxruntime-fp32", "openvino-fp32"])
+def test_runner_names_the_input_a_wrong_feed_breaks(unet_artifact, variant: str) -> None:  # noqa: ANN001
+    """Issue 16: a runner checks feed names, fixed dimensions and dtypes against the graph's inputs."""
+    _, root = unet_artifact
+    with edgevision.load(root / variant) as model:
+        good = np.zeros((2, 3, 64, 64), np.float32)
+        assert model.runner.infer({"images": good})  # dynamic batch: 2 is fine
+        cases = [({"pixels": good}, "got ['pixels'], the graph takes ['images']"),
+                 ({"images": good[:, :, :32]}, "shape 2x3x32x64, the graph takes ?x3x64x64"),
+                 ({"images": good[0]}, "shape 3x64x64, the graph takes ?x3x64x64"),
+                 ({"images": good.astype(np.float64)}, "dtype float64, the graph takes float32")]
+        for feeds, message in cases:
+            with pytest.raises(InputError, match=re.escape(message)):
+                model.runner.infer(feeds)

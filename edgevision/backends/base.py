@@ -22,6 +22,27 @@ BACKEND_PRECISIONS: Dict[str, Tuple[str, ...]] = {
     "tensorrt": ("fp32", "fp16", "int8"),
 }
 
+# The options each backend's targets[].options may set; the recipe rejects others when it loads.
+BACKEND_OPTIONS: Dict[str, Tuple[str, ...]] = {
+    "onnxruntime": ("graph_optimization_level",),
+    "openvino": ("performance_hint", "num_streams", "dynamic_shapes"),
+    "tensorrt": ("nms", "workspace_mb", "optimization_level", "max_batch"),
+}
+
+
+def unknown_options(backend: str, options: Dict[str, Any]) -> Optional[str]:
+    """None, or what is wrong with a target's option names, with the nearest known name."""
+    import difflib
+
+    known = BACKEND_OPTIONS[backend]
+    unknown = sorted(set(options) - set(known))
+    if not unknown:
+        return None
+    hints = [f"'{u}' (did you mean '{m[0]}'?)" if (m := difflib.get_close_matches(u, known, 1)) else f"'{u}'"
+             for u in unknown]
+    return f"{backend} has no option {', '.join(hints)}; its options: {', '.join(known)}"
+
+
 # backend -> (module with a `Runner` class, python package, pip extra)
 _RUNNERS: Dict[str, Tuple[str, str, str]] = {
     "onnxruntime": ("edgevision.backends.onnxruntime", "onnxruntime", "onnxruntime"),
@@ -58,11 +79,41 @@ class Runner(Protocol):
     def __exit__(self, *exc: object) -> None: ...
 
 
+# dtype names as the engines spell them (ORT 'tensor(float)', OpenVINO "<Type: 'float32'>", TensorRT
+# 'DataType.FLOAT') -> numpy; checked from the most specific word.
+_DTYPES = [("float16", "float16"), ("half", "float16"), ("bfloat16", None), ("float", "float32"), ("f32", "float32"),
+           ("int64", "int64"), ("int32", "int32"), ("int8", "int8"), ("uint8", "uint8"), ("bool", "bool")]
+
+
+def numpy_dtype(name: str) -> Optional[str]:
+    """The numpy dtype an engine's input type name means, or None when unknown (not checked)."""
+    low = name.lower()
+    return next((np_name for token, np_name in _DTYPES if token in low), None)
+
+
 class RunnerBase:
-    """Context-manager plumbing shared by the concrete runners."""
+    """Context-manager plumbing and feed checks shared by the concrete runners."""
 
     inputs: List[TensorSpec]
     outputs: List[TensorSpec]
+
+    def check_feeds(self, feeds: Dict[str, np.ndarray]) -> None:
+        """An InputError naming the graph input when a feed is missing or unknown, or has another
+        rank, fixed dimension or dtype than the graph takes (instead of an engine's own message)."""
+        from edgevision.errors import InputError
+
+        expected = {s.name: s for s in self.inputs}
+        if set(feeds) != set(expected):
+            raise InputError(f"graph inputs: got {sorted(feeds)}, the graph takes {sorted(expected)}")
+        for name, value in feeds.items():
+            spec, shape = expected[name], tuple(np.shape(value))
+            fixed = [d if isinstance(d, int) and d > 0 else None for d in spec.shape]
+            if len(shape) != len(fixed) or any(f is not None and f != s for f, s in zip(fixed, shape)):
+                wanted = "x".join("?" if f is None else str(f) for f in fixed)
+                raise InputError(f"graph input '{name}': shape {'x'.join(map(str, shape))}, the graph takes {wanted}")
+            dtype = numpy_dtype(spec.dtype)
+            if dtype is not None and np.asarray(value).dtype != np.dtype(dtype):
+                raise InputError(f"graph input '{name}': dtype {np.asarray(value).dtype}, the graph takes {dtype}")
 
     def close(self) -> None:
         pass

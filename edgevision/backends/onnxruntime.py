@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edgevision.backends.base import RunnerBase, TensorSpec, require
+from edgevision.backends.base import RunnerBase, TensorSpec, require, unknown_options
 from edgevision.errors import BackendError
 
 _PROVIDERS = {
@@ -27,9 +27,9 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
         raise BackendError(f"onnxruntime: unknown device '{device}' (known: {', '.join(_PROVIDERS)})")
     if precision not in ("fp32", "int8"):
         raise BackendError(f"onnxruntime: precision '{precision}' is not built by this version (fp32, int8)")
-    unknown = set(options) - {"graph_optimization_level"}
-    if unknown:
-        raise BackendError(f"onnxruntime: unknown option(s) {sorted(unknown)} (known: graph_optimization_level)")
+    problem = unknown_options("onnxruntime", options)
+    if problem:
+        raise BackendError(problem)
     settings: Dict[str, Any] = {
         "files": {"model": "model.onnx"},
         "device": device,
@@ -83,6 +83,7 @@ class Runner(RunnerBase):
         self._output_names = [o.name for o in self.outputs]
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.check_feeds(feeds)
         values = self._session.run(self._output_names, feeds)
         return dict(zip(self._output_names, values))
 

@@ -15,14 +15,11 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgevision.backends.base import RunnerBase, TensorSpec, require
+from edgevision.backends.base import RunnerBase, TensorSpec, require, unknown_options
 from edgevision.errors import BackendError
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the float remainder in f32
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
-_OPTIONS = {"performance_hint", "num_streams", "dynamic_shapes"}
-
-
 def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
           context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     ov = require("openvino", "openvino", "openvino")
@@ -30,9 +27,9 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
         raise BackendError(f"openvino: unknown device '{device}' (known: {', '.join(_DEVICES)})")
     if precision not in _HINTS:
         raise BackendError(f"openvino: precision '{precision}' is not built by this version ({', '.join(_HINTS)})")
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise BackendError(f"openvino: unknown option(s) {sorted(unknown)} (known: {', '.join(sorted(_OPTIONS))})")
+    problem = unknown_options("openvino", options)
+    if problem:
+        raise BackendError(problem)
     try:
         model = ov.Core().read_model(str(onnx_path))
     except Exception as e:
@@ -145,6 +142,7 @@ class Runner(RunnerBase):
         return value.to_string() if hasattr(value, "to_string") else str(value)
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.check_feeds(feeds)
         compiled, idle = self._compiled_for(self._key(feeds))
         try:
             request = idle.get_nowait()

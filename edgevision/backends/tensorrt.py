@@ -20,13 +20,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgevision.backends.base import RunnerBase, TensorSpec, require
+from edgevision.backends.base import RunnerBase, TensorSpec, require, unknown_options
 from edgevision.errors import BackendError
 
 NMS_FORMS = ("efficient_nms", "onnx")
-_OPTIONS = {"nms", "workspace_mb", "optimization_level", "max_batch"}
-
-
 def installed_version() -> Optional[Tuple[int, int]]:
     try:
         import tensorrt as trt
@@ -56,9 +53,9 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
 
     from edgevision.export.nms import append_nms
 
-    unknown = set(options) - _OPTIONS
-    if unknown:
-        raise BackendError(f"tensorrt: unknown option(s) {sorted(unknown)} (known: {', '.join(sorted(_OPTIONS))})")
+    problem = unknown_options("tensorrt", options)
+    if problem:
+        raise BackendError(problem)
     if precision not in ("fp32", "fp16", "int8"):
         raise BackendError(f"tensorrt: precision '{precision}' is not built by this version (fp32, fp16, int8)")
     if not device.startswith(("cuda", "gpu", "dla")):
@@ -224,6 +221,14 @@ class Runner(RunnerBase):
         return ptr
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        for spec in self.inputs:  # the optimisation profile's maximum (settings max_batch, variant.json input.max_batch)
+            biggest = tuple(self._engine.get_tensor_profile_shape(spec.name, 0)[2])
+            if biggest and np.shape(feeds[spec.name])[0] > biggest[0]:
+                from edgevision.errors import InputError
+
+                raise InputError(f"graph input '{spec.name}': batch {np.shape(feeds[spec.name])[0]} is over the engine's "
+                                 f"maximum {biggest[0]} (predict splits longer lists; rebuild with options.max_batch)")
         # one execution context, its device buffers and its stream serve one call at a time: callers
         # from several threads take turns (a context per thread would hold a copy of the activations)
         with self._lock:
