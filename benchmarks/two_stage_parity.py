@@ -19,15 +19,15 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "tests")]
 
 from edgevision import load  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
-from edgevision.export.two_stage import as_contract, torchvision_two_stage  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402
 from edgevision.recipe import ModelSpec  # noqa: E402
 from edgevision.runtime.preprocess import InputSpec, preprocess  # noqa: E402
+from oracles import as_contract, torchvision_two_stage  # noqa: E402 - tests/oracles.py
 from edgevision.verify.parity import compare_detections  # noqa: E402
 from whole_graph import compile_random_weights  # noqa: E402
 

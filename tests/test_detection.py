@@ -15,7 +15,8 @@ from edgevision.artifact import read_manifest
 from edgevision.data import ShapesDataset
 from edgevision.errors import ExportError, VerificationFailed
 from edgevision.recipe import parse_recipe
-from edgevision.export.detection import OneStageAdapter, backbone_features, torchvision_reference
+from edgevision.export.detection import OneStageAdapter, backbone_features
+from oracles import torchvision_reference
 from edgevision.models.batchnorm import reestimate_batchnorm
 from edgevision.ops.nms import nms_reference
 from edgevision.verify.parity import compare_detections

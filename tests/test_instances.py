@@ -16,7 +16,8 @@ from conftest import calibrated_checkpoint, recipe_dict
 from edgevision.data.shapes import ShapesDataset
 from edgevision.errors import ExportError
 from edgevision.export.detection import detection_adapter
-from edgevision.export.two_stage import TwoStageAdapter, as_contract, torchvision_two_stage
+from edgevision.export.two_stage import TwoStageAdapter
+from oracles import as_contract, torchvision_two_stage
 from edgevision.models.sources import build_model
 from edgevision.recipe import ModelSpec
 from edgevision.runtime.instances import decode_keypoints, mask_rle, paste_masks

@@ -15,7 +15,7 @@ import edgevision
 from conftest import recipe_dict
 from edgevision.data.shapes import ShapesDataset
 from edgevision.errors import InputError
-from edgevision.export.two_stage import as_contract
+from oracles import as_contract
 from edgevision.models.sources import build_model
 from edgevision.recipe import ModelSpec, parse_recipe
 from edgevision.verify.parity import compare_detections

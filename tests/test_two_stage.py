@@ -17,7 +17,8 @@ from conftest import calibrated_checkpoint, recipe_dict
 from edgevision.data.shapes import ShapesDataset
 from edgevision.errors import ExportError
 from edgevision.export.rcnn_ops import nms_keep_mask
-from edgevision.export.two_stage import TwoStageAdapter, as_contract, torchvision_two_stage
+from edgevision.export.two_stage import TwoStageAdapter
+from oracles import as_contract, torchvision_two_stage
 from edgevision.models.sources import build_model
 from edgevision.ops.nms import nms_reference
 from edgevision.recipe import ModelSpec

@@ -109,22 +109,6 @@ def _pair_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(scores >= kth, scores, torch.zeros_like(scores))
 
 
-def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """torchvision's own post-processing on the same tensors (the parity oracle)."""
-    size = tuple(images.shape[-2:])
-    feats = backbone_features(model, images)
-    head = model.head(feats)
-    anchors = model.anchor_generator(ImageList(images, [size] * images.shape[0]), feats)
-    if isinstance(model, SSD):
-        return model.postprocess_detections(head, anchors, [size] * images.shape[0])
-    hw = [f.shape[-2] * f.shape[-1] for f in feats]
-    per_cell = head["cls_logits"].shape[1] // sum(hw)
-    split = [h * per_cell for h in hw]
-    head_split = {k: list(v.split(split, dim=1)) for k, v in head.items()}
-    anchors_split = [list(a.split(split)) for a in anchors]
-    return model.postprocess_detections(head_split, anchors_split, [size] * images.shape[0])
-
-
 def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "detection", proposals: Any = None) -> nn.Module:
     """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's.
     task: detection, or instance_segmentation / keypoints (Mask / Keypoint R-CNN only).

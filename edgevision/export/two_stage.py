@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection.faster_rcnn import FasterRCNN
@@ -207,35 +206,3 @@ class TwoStageAdapter(nn.Module):
         heads = heads[:-1]
         out = torch.zeros((b * d, *heads.shape[1:]), dtype=heads.dtype).index_put((kept,), heads)
         return num, boxes, scores, labels, out.reshape(b, d, *heads.shape[1:])
-
-
-def torchvision_two_stage(model: FasterRCNN, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-    """torchvision's own RPN and RoI heads on the same normalised tensors (the parity oracle)."""
-    size = tuple(images.shape[-2:])
-    image_list = ImageList(images, [size] * images.shape[0])
-    feats = model.backbone(images)
-    proposals, _ = model.rpn(image_list, feats)
-    detections, _ = model.roi_heads(feats, proposals, image_list.image_sizes)
-    return detections
-
-
-def as_contract(detections: list[dict[str, torch.Tensor]], k: int) -> dict[str, np.ndarray]:
-    """torchvision's per-image detection dicts as the padded contract outputs (num_dets [B,1],
-    boxes [B,k,4], scores [B,k], labels [B,k], and masks [B,k,28,28] of Mask R-CNN, decoded
-    keypoints [B,k,17,3] of Keypoint R-CNN), to compare with an artifact's outputs."""
-    b = len(detections)
-    out = {"num_dets": np.zeros((b, 1), np.int32), "boxes": np.zeros((b, k, 4), np.float32),
-           "scores": np.zeros((b, k), np.float32), "labels": np.zeros((b, k), np.int32)}
-    if detections and "masks" in detections[0]:
-        out["masks"] = np.zeros((b, k, *detections[0]["masks"].shape[-2:]), np.float32)
-    if detections and "keypoints" in detections[0]:
-        out["keypoints"] = np.zeros((b, k, *detections[0]["keypoints"].shape[-2:]), np.float32)
-    for i, d in enumerate(detections):
-        n = len(d["boxes"])
-        out["num_dets"][i, 0] = n
-        out["boxes"][i, :n], out["scores"][i, :n], out["labels"][i, :n] = d["boxes"], d["scores"], d["labels"]
-        if "masks" in out:
-            out["masks"][i, :n] = d["masks"][:, 0]
-        if "keypoints" in out:
-            out["keypoints"][i, :n] = d["keypoints"]
-    return out
