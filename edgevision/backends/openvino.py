@@ -20,6 +20,8 @@ from edgevision.errors import BackendError
 
 _HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the float remainder in f32
 _DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
+
+
 def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
           context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     ov = require("openvino", "openvino", "openvino")

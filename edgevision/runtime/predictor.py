@@ -117,7 +117,8 @@ class Predictor:
         options (runtime/stream.py's Stream): drop ('oldest' | 'newest' | 'none', live sources only;
         files never drop), buffer (frames per source), in_flight (frames in the engine at once),
         track, min_score, classes, top_k, reconnect (attempts), backoff and timeout (seconds),
-        fps (for image folders), max_frames (per source), on_result, on_event (status messages).
+        fps (for image folders), max_frames (per source), draw (frame.overlay: the result drawn),
+        on_result, on_event (status messages).
         """
         from edgevision.runtime.stream import Stream
 
