@@ -7,6 +7,8 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from edgevision.errors import InputError
+
 
 @dataclass
 class Classification:
@@ -139,8 +141,6 @@ class Detections:
         if classes is not None:
             unknown = [c for c in classes if not isinstance(c, int) and c not in self.labels]
             if unknown:
-                from edgevision.errors import InputError
-
                 raise InputError(f"classes: {', '.join(map(str, unknown))} not among the labels ({', '.join(self.labels)})")
             ids = {c if isinstance(c, int) else self.labels.index(c) for c in classes}
             keep &= np.isin(self.class_ids, sorted(ids))

@@ -86,7 +86,6 @@ class _Video:
             raise SourceError(_cannot_open(spec))
         fps = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 0 < fps < 1000 else 0.0
-        self.frame_count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if spec.kind == "file" else 0
         self._pos = cv2.CAP_PROP_POS_MSEC
 
     def read(self) -> Optional[Tuple[np.ndarray, Optional[float]]]:
@@ -109,7 +108,6 @@ class _Folder:
         if not self.files:
             raise SourceError(f"source {spec.text!r}: the folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
         self.fps = fps
-        self.frame_count = len(self.files)
         self._next = 0
 
     def read(self) -> Optional[Tuple[np.ndarray, Optional[float]]]:
@@ -167,7 +165,6 @@ class Capture:
         self.ready, self.stop, self.on_event = ready, stop, on_event or (lambda message: None)
         self.reader = open_reader(self.spec, timeout, fps)
         self.fps = self.reader.fps or fps
-        self.frame_count = self.reader.frame_count
         self.frames: Deque[Captured] = deque()
         self.read = self.dropped = self.reconnects = 0
         self.ended = False
@@ -259,7 +256,7 @@ class Capture:
 class _Closed:
     """A reader whose reopen failed: every read fails, so the next attempt follows."""
 
-    fps, frame_count = 0.0, 0
+    fps = 0.0
 
     def read(self) -> None:
         return None

@@ -21,7 +21,7 @@ from edgevision.errors import InputError
 from edgevision.runtime.annotate import status
 from edgevision.runtime.instances import mask_rle
 from edgevision.runtime.preprocess import opencv
-from edgevision.runtime.results import Classification, Detections, Segmentation
+from edgevision.runtime.results import Classification, Segmentation
 from edgevision.runtime.sources import SourceLike
 from edgevision.runtime.stream import Frame
 
@@ -38,17 +38,13 @@ def coco_record(result: Any) -> Dict[str, Any]:
         return {"segments": [{"class_id": int(i), "label": result.name_of(int(i)), "area": int(a),
                               "segmentation": mask_rle(result.label_map == i)} for i, a in zip(ids, areas)]}
     items = []
-    rles = result.rle() if isinstance(result, Detections) and result.mask_probs is not None else None
-    for i, (box, score, cid, name) in enumerate(zip(result.boxes, result.scores, result.class_ids, result.names)):
-        x0, y0, x1, y1 = (float(v) for v in box)
-        item: Dict[str, Any] = {"label": name, "class_id": int(cid), "score": round(float(score), 4),
-                                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]}
+    class_ids = {name: int(c) for name, c in zip(result.names, result.class_ids)}
+    for i, entry in enumerate(result.to_coco(0, class_ids)):  # every name is in class_ids: one entry per detection
+        item: Dict[str, Any] = {"label": result.names[i], "class_id": entry["category_id"],
+                                "score": round(entry["score"], 4), "bbox": [round(v, 2) for v in entry["bbox"]]}
         if result.track_ids is not None:
             item["track_id"] = int(result.track_ids[i])
-        if rles is not None:
-            item["segmentation"] = rles[i]
-        if result.keypoints is not None:
-            item["keypoints"] = [v for x, y, _ in result.keypoints[i] for v in (round(float(x), 2), round(float(y), 2), 2)]
+        item.update({k: entry[k] for k in ("segmentation", "keypoints") if k in entry})
         items.append(item)
     return {"detections": items}
 
@@ -57,9 +53,13 @@ def output_paths(path: Path, sources: int) -> List[Path]:
     """One video per source: the path itself for one source, name-0.mp4, name-1.mp4 ... for several."""
     if path.suffix.lower() not in FOURCC:
         raise InputError(f"--save {path}: use a video file name ending in {', '.join(FOURCC)}")
-    if path.is_dir() or not path.parent.is_dir():
-        raise InputError(f"--save {path}: {'is a folder' if path.is_dir() else 'its folder does not exist'}")
+    _check_file_target(path, "--save")
     return [path] if sources == 1 else [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(sources)]
+
+
+def _check_file_target(path: Path, option: str) -> None:
+    if path.is_dir() or not path.parent.is_dir():
+        raise InputError(f"{option} {path}: {'is a folder' if path.is_dir() else 'its folder does not exist'}")
 
 
 class VideoSink:
@@ -137,8 +137,8 @@ def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, j
     """Stream `sources` through the model, write what was asked; returns the stream's stats (with
     "interrupted": True after Ctrl-C; the outputs are finalised either way)."""
     paths = output_paths(save, len(sources)) if save is not None else None
-    if jsonl is not None and (jsonl.is_dir() or not jsonl.parent.is_dir()):
-        raise InputError(f"--jsonl {jsonl}: {'is a folder' if jsonl.is_dir() else 'its folder does not exist'}")
+    if jsonl is not None:
+        _check_file_target(jsonl, "--jsonl")
     display = Display() if show else None
     stream = model.stream(sources, draw=bool(paths) or show, **options)
     video = VideoSink(paths, [c.fps for c in stream.captures]) if paths else None
