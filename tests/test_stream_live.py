@@ -89,7 +89,7 @@ def test_ctrl_c_finalises_the_video(detector: Path, tmp_path: Path) -> None:
     with MjpegServer(fps=30) as server:
         proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", str(detector), "--source", server.url,
                                  "--save", str(out), "--jsonl", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 15):
             time.sleep(0.1)
