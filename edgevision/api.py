@@ -226,8 +226,14 @@ def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
     from edgevision.export.detection import detection_adapter
 
     adapter = detection_adapter(model, recipe.input.size, recipe.task, recipe.export.proposals)
+    overrides = recipe.export.nms.model_dump()
+    if overrides["multi_label"] is None:
+        del overrides["multi_label"]
+    elif not hasattr(adapter, "multi_label"):
+        raise RecipeError("export.nms.multi_label: only for Ultralytics models (torchvision's detectors always keep "
+                          "every class above the threshold); remove it")
     try:
-        return adapter, adapter.nms_params(**recipe.export.nms.model_dump())
+        return adapter, adapter.nms_params(**overrides)
     except ValueError as e:
         raise RecipeError(f"export.nms: {e}") from None
 

@@ -53,13 +53,17 @@ class ModelSpec(_Strict):
 
     source: Text = Field(
         max_length=300,
-        description="An edgevision model (unet, segnet), a torchvision builder name "
-        "(resnet18, lraspp_mobilenet_v3_large, ...), or 'package.module:factory'."
+        description="An edgevision model (unet, segnet, yolo), a torchvision builder name "
+        "(resnet18, lraspp_mobilenet_v3_large, ...), 'ultralytics' (with an Ultralytics checkpoint), "
+        "'ultralytics:<model>.yaml' (yolov8n.yaml, yolo11n-seg.yaml, ...), 'timm:<name>', or 'package.module:factory'."
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the builder.")
     checkpoint: Optional[SafePath] = Field(
-        None, description="A state_dict (or {'model'|'state_dict': ...}) saved with torch.save."
+        None, description="A state_dict (or {'model'|'state_dict': ...}) saved with torch.save; for source "
+        "'ultralytics', an Ultralytics checkpoint (best.pt)."
     )
+    trust_checkpoint: bool = Field(False, description="Allow loading a checkpoint that is a pickle (Ultralytics .pt "
+                                   "files): loading one runs code from the file. Plain state_dicts never need it.")
     num_classes: Optional[int] = Field(None, ge=1, le=100_000, description="Defaults to len(labels).")
     labels: Optional[list[Annotated[Text, Field(max_length=200)]]] = Field(None, min_length=1, max_length=100_000,
                                                                         description="Class names, index order.")
@@ -114,6 +118,9 @@ class NMSSpec(_Strict):
     max_detections: Optional[int] = Field(None, ge=1, le=10000)
     pre_nms_top_k: Optional[int] = Field(None, ge=1, le=1_000_000)
     class_agnostic: Optional[bool] = None
+    multi_label: Optional[bool] = Field(None, description="Ultralytics models: keep a box for every class above the "
+                                        "threshold (as Ultralytics' validator) instead of its best class only (as its "
+                                        "predictor, the default). torchvision's detectors always keep every class.")
 
 
 class ProposalsSpec(_Strict):
@@ -296,6 +303,9 @@ class BenchmarkSpec(_Strict):
 
 
 class Recipe(_Strict):
+    """The recipe. For model sources that record their own input size, normalisation, labels and task
+    (ultralytics, timm), the recipe's missing fields are taken from the source."""
+
     name: str = Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Artifact name (letters, digits, -_.).")
     task: Task
     model: ModelSpec
@@ -311,6 +321,29 @@ class Recipe(_Strict):
     output: Optional[SafePath] = Field(None, description="Artifact directory (default: build/<name>); never the "
                                        "working directory, one holding it or the recipe, or a folder that is not an "
                                        "edgevision artifact.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _source_defaults(cls, data: Any) -> Any:
+        model = data.get("model") if isinstance(data, dict) else None
+        if not isinstance(model, dict) or not isinstance(model.get("source"), str):
+            return data
+        from edgevision.models.external import is_external, recipe_defaults
+
+        if not is_external(model["source"]):
+            return data
+        given = data.get("input") if isinstance(data.get("input"), dict) else {}
+        known = ("size", "mean", "std") if model["source"].startswith("timm:") else ("size", "mean", "std", "resize")
+        if all(k in given for k in known) and (model.get("labels") or model.get("num_classes")) and data.get("task"):
+            return data  # complete (e.g. a manifest's recipe): the source is not read again
+        facts = recipe_defaults(model)
+        task = data.get("task", facts.get("task"))
+        if facts.get("task") not in (None, task):
+            raise ValueError(f"model.source '{model['source']}' is a {facts['task']} model; set task: {facts['task']}")
+        filled = {k: v for k, v in facts.items() if k in ("labels", "num_classes") and not model.get("labels")
+                  and not model.get("num_classes")}
+        out = {**data, "model": {**model, **filled}, "input": {**facts.get("input", {}), **given}}
+        return {**out, "task": task} if task is not None else out
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":

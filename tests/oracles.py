@@ -60,3 +60,25 @@ def as_contract(detections: list[dict[str, torch.Tensor]], k: int) -> dict[str, 
         if "keypoints" in out:
             out["keypoints"][i, :n] = d["keypoints"]
     return out
+
+
+def ultralytics_reference(model: nn.Module, images: torch.Tensor, conf: float = 0.25, iou: float = 0.7,
+                          max_det: int = 300) -> list[dict[str, np.ndarray]]:
+    """Ultralytics' own inference and `non_max_suppression` (its predictor's defaults: best class per
+    box, class-aware) on the same tensors; masks by its `process_mask` at network size, keypoints
+    [n,K,3] in network pixels. The parity oracle for YOLO artifacts."""
+    from ultralytics.utils.nms import non_max_suppression
+    from ultralytics.utils.ops import process_mask
+
+    with torch.no_grad():
+        out = model(images)[0]
+    preds, proto = out if isinstance(out, tuple) else (out, None)
+    results = []
+    for i, d in enumerate(non_max_suppression(preds, conf, iou, max_det=max_det, nc=len(model.names))):
+        r = {"boxes": d[:, :4].numpy(), "scores": d[:, 4].numpy(), "labels": d[:, 5].long().numpy()}
+        if proto is not None:
+            r["masks"] = process_mask(proto[i], d[:, 6:], d[:, :4], images.shape[2:], upsample=True).bool().numpy()
+        elif d.shape[1] > 6:
+            r["keypoints"] = d[:, 6:].reshape(len(d), *model.model[-1].kpt_shape).numpy()
+        results.append(r)
+    return results

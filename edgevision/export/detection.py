@@ -115,7 +115,12 @@ def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "dete
     proposals: the recipe's export.proposals (external-proposal mode: the second stage only)."""
     from edgevision.export.proposals import ProposalAdapter
     from edgevision.export.two_stage import SUPPORTED as TWO_STAGE, TwoStageAdapter, is_two_stage
+    from edgevision.export.ultralytics import UltralyticsAdapter, is_ultralytics
 
+    if is_ultralytics(model):
+        if proposals is not None:
+            raise ExportError("export.proposals is for torchvision R-CNNs; an Ultralytics model takes images only")
+        return UltralyticsAdapter(model, size, task)
     if proposals is not None:
         return ProposalAdapter(model, size, proposals.style, proposals.max, proposals.crop)
     if is_two_stage(model):

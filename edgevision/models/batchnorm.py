@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,7 +52,7 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     spec = InputSpec.from_dict(RecipeInput(**recipe_data["input"]).model_dump())  # recipe defaults filled in
     data = ShapesDataset(images, seed=7, size=tuple(spec.size))
     task = recipe_data["task"]
-    if task in DETECTION_TASKS and not _has_batchnorm(getattr(getattr(model, "roi_heads", None), "mask_head", None),
+    if task in DETECTION_TASKS and hasattr(model, "roi_heads") and not _has_batchnorm(getattr(getattr(model, "roi_heads", None), "mask_head", None),
                                                       getattr(getattr(model, "roi_heads", None), "keypoint_head", None)):
         task = "detection"  # R-CNN mask / keypoint heads without BatchNorm: skip running them (slow on CPU)
     proposals = ExportSpec(**recipe_data.get("export", {})).proposals
@@ -60,11 +61,28 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     batches = [preprocess([data[k].image for k in range(i, min(i + 4, images))], spec) for i in range(0, images, 4)]
     if proposals is None:
         reestimate_batchnorm(wrapper, (torch.from_numpy(x) for x, _ in batches))
+        if hasattr(core, "head") and hasattr(core.head, "cv3"):  # Ultralytics
+            spread_class_logits(core, torch.from_numpy(np.concatenate([x for x, _ in batches])))
     else:  # the second stage on the runtime's default proposals
         reestimate_batchnorm(wrapper, batches, lambda b: wrapper(torch.from_numpy(b[0]), torch.from_numpy(
             proposal_batch(None, b[1], proposals.max, spec.size))))
     torch.save(model.state_dict(), path)
     return Path(path)
+
+
+def spread_class_logits(adapter: nn.Module, images: torch.Tensor, mean: float = -4.0, std: float = 1.5) -> None:
+    """Rescale a random Ultralytics head's last class convolutions so that its logits on `images`
+    have this mean and spread. Random weights otherwise saturate the sigmoid (thousands of scores of
+    exactly 1.0: ties), or start every class at Ultralytics' prior (1e-4: nothing detected). With
+    N(-4, 1.5^2), about 3% of (box, class) pairs pass a 0.25 threshold, like a trained detector."""
+    with torch.no_grad():
+        feats = adapter.features(images)
+        for level, branch in zip(feats, adapter.head.cv3):
+            last = branch[-1]
+            logits = branch(level) - last.bias.view(1, -1, 1, 1)
+            scale = std / float(logits.std().clamp(min=1e-6))
+            last.weight.mul_(scale)
+            last.bias.copy_(mean - scale * logits.mean(dim=(0, 2, 3)))
 
 
 def _has_batchnorm(*modules: Optional[nn.Module]) -> bool:

@@ -3,7 +3,8 @@
 Sources, in lookup order:
   1. edgevision's own models by name (unet, segnet, yolo);
   2. torchvision builders by name, always with weights=None (no downloads);
-  3. 'package.module:factory' for the user's own code.
+  3. Ultralytics ('ultralytics', 'ultralytics:<model>.yaml') and timm ('timm:<name>'): models/external.py;
+  4. 'package.module:factory' for the user's own code.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ def resolve_factory(source: str) -> tuple[Callable[..., nn.Module], dict[str, An
 
 def build_model(spec: ModelSpec, load_checkpoint: bool = True) -> nn.Module:
     """Instantiate the model of a recipe (eval mode), with its checkpoint when one is given."""
+    from edgevision.models import external
+
+    if external.is_ultralytics(spec.source):
+        return external.build_ultralytics(spec, load_checkpoint)
+    if spec.source.startswith(external.TIMM):
+        model = external.build_timm(spec.source, spec.classes, spec.kwargs)
+        if load_checkpoint and spec.checkpoint is not None:
+            load_state(model, spec.checkpoint)
+        return model.eval()
     factory, extra = resolve_factory(spec.source)
     kwargs = {**extra, **spec.kwargs}
     if spec.classes is not None:

@@ -71,7 +71,7 @@ def _segmentation(out: np.ndarray, result: Segmentation, alpha: float) -> None:
 def _detections(out: np.ndarray, result: Detections, alpha: float) -> None:
     cv2 = opencv()
     colours = palette(max(len(result.labels), int(result.class_ids.max(initial=0)) + 1) + 1)
-    if result.mask_probs is not None and len(result):
+    if result.has_masks and len(result):
         masks = result.masks
         instance = np.zeros(out.shape[:2], dtype=np.int32)
         for i in range(len(result) - 1, -1, -1):  # best on top

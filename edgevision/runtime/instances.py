@@ -4,6 +4,9 @@
   paste_masks_in_image (1-pixel zero border, box grown by (M+2)/M, bilinear resize to the
   integer box, threshold). torchvision's own ONNX version is a Loop that OpenVINO cannot run.
 - mask_rle: COCO run-length encoding of boolean masks (uncompressed counts, column-major).
+- ProtoMasks: YOLO-seg (Ultralytics) masks from prototypes, as Ultralytics' process_mask: mask
+  coefficients x protos, bilinear upsampling to the network input, > 0, cropped to the box; then
+  the letterbox content is resized to the original image (nearest).
 - decode_keypoints: Keypoint R-CNN heatmaps -> (x, y, 1) and scores, as torchvision's
   heatmaps_to_keypoints (bicubic resize of each heatmap to its box, argmax).
 """
@@ -11,11 +14,12 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
-from edgevision.runtime.preprocess import opencv
+from edgevision.runtime.preprocess import Transform, opencv
 
 
 def paste_masks(probs: np.ndarray, boxes: np.ndarray, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
@@ -39,6 +43,50 @@ def paste_masks(probs: np.ndarray, boxes: np.ndarray, height: int, width: int, t
         resized = cv2.resize(padded[i], (w, h), interpolation=cv2.INTER_LINEAR)  # torch's bilinear, half-pixel
         out[i, ya:yb, xa:xb] = resized[ya - y0:yb - y0, xa - x0:xb - x0] > threshold
     return out
+
+
+@dataclass(frozen=True)
+class ProtoMasks:
+    """The masks of N detections, made when asked for: coefficients [N,M], protos [M,h,w] (one
+    image's), boxes [N,4] in network-input pixels, the network size and the image's Transform."""
+
+    coefficients: np.ndarray
+    protos: np.ndarray
+    boxes: np.ndarray
+    net_size: Tuple[int, int]
+    transform: Transform
+
+    def __len__(self) -> int:
+        return len(self.coefficients)
+
+    def __getitem__(self, index: Any) -> "ProtoMasks":
+        return ProtoMasks(self.coefficients[index], self.protos, self.boxes[index], self.net_size, self.transform)
+
+    def network(self) -> np.ndarray:
+        """bool [N,H,W] at the network input (Ultralytics' process_mask with upsample=True)."""
+        cv2 = opencv()
+        m, h, w = self.protos.shape
+        logits = (self.coefficients.astype(np.float32) @ self.protos.reshape(m, -1)).reshape(-1, h, w)
+        net_h, net_w = self.net_size
+        out = np.zeros((len(logits), net_h, net_w), dtype=bool)
+        cols, rows = np.arange(net_w, dtype=np.float32), np.arange(net_h, dtype=np.float32)
+        for i, (x0, y0, x1, y1) in enumerate(self.boxes.astype(np.float32)):
+            up = cv2.resize(logits[i], (net_w, net_h), interpolation=cv2.INTER_LINEAR)  # torch bilinear, half-pixel
+            inside = ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+            out[i] = (up > 0) & inside
+        return out
+
+    def render(self) -> np.ndarray:
+        """bool [N,H,W] at the original image size: the letterbox content resized (nearest)."""
+        t = self.transform
+        x0, y0, x1, y1 = t.content
+        net = self.network()
+        out = np.zeros((len(net), t.height, t.width), dtype=bool)
+        cv2 = opencv()
+        for i, mask in enumerate(net):
+            content = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8)
+            out[i] = cv2.resize(content, (t.width, t.height), interpolation=cv2.INTER_NEAREST) > 0
+        return out
 
 
 def mask_rle(mask: np.ndarray) -> Dict[str, object]:

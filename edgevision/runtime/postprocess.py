@@ -70,18 +70,28 @@ def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     return label_map
 
 
-def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str]) -> Detections:
-    """The NMS contract (num_dets, boxes, scores, labels; masks / keypoint_heatmaps of R-CNNs)
-    -> Detections in original pixels."""
-    from edgevision.runtime.instances import decode_keypoints
+def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str],
+              net_size: Tuple[int, int]) -> Detections:
+    """The NMS contract (num_dets, boxes, scores, labels; masks / keypoint_heatmaps of R-CNNs;
+    mask_coefficients + protos / keypoints of YOLO) -> Detections in original pixels."""
+    from edgevision.runtime.instances import ProtoMasks, decode_keypoints
 
     n = int(np.asarray(outputs["num_dets"][index]).reshape(-1)[0])
     net_boxes = outputs["boxes"][index][:n]
     extra: Dict[str, object] = {}
     if "masks" in outputs:
         extra.update(mask_probs=outputs["masks"][index][:n], image_size=(t.height, t.width))
+    if "protos" in outputs:
+        extra.update(mask_source=ProtoMasks(outputs["mask_coefficients"][index][:n], outputs["protos"][index],
+                                            net_boxes, net_size, t), image_size=(t.height, t.width))
+    points = None
     if "keypoint_heatmaps" in outputs:
         points, scores = decode_keypoints(outputs["keypoint_heatmaps"][index][:n], net_boxes)
+    elif "keypoints" in outputs:  # YOLO-pose: (x, y[, visibility]) in network pixels
+        raw = outputs["keypoints"][index][:n].astype(np.float32)
+        points = np.concatenate([raw[..., :2], np.ones_like(raw[..., :1])], axis=-1)
+        scores = raw[..., 2] if raw.shape[-1] == 3 else np.ones(raw.shape[:2], np.float32)
+    if points is not None:
         points[..., 0] = (points[..., 0] - t.pad_x) / t.scale_x
         points[..., 1] = (points[..., 1] - t.pad_y) / t.scale_y
         extra.update(keypoints=points, keypoint_scores=scores)

@@ -104,7 +104,7 @@ class Predictor:
         if self.task == "classification":
             return [postprocess.classification(outputs, i, self.labels, top_k) for i in range(len(transforms))]
         if self.task in DETECTION_TASKS:
-            return [postprocess.detection(outputs, i, t, self.labels) for i, t in enumerate(transforms)]
+            return [postprocess.detection(outputs, i, t, self.labels, self.input.size) for i, t in enumerate(transforms)]
         return [postprocess.segmentation(outputs, i, t, self.input.size, self.labels, scores) for i, t in enumerate(transforms)]
 
     def stream(self, source: Union[SourceLike, Sequence[SourceLike]], **options: Any) -> "Stream":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -73,14 +73,16 @@ class Detections:
 
     len(d), d[i] / d[mask] / d[1:3] (a Detections), d.filter(min_score=, classes=), d.names.
     Mask R-CNN: d.masks, boolean [N,H,W] at the original size (pasted when first read, so filter
-    first to paste fewer), d.mask_probs [N,28,28], d.rle(). Keypoint R-CNN: d.keypoints [N,K,3]
+    first to paste fewer), d.mask_probs [N,28,28], d.rle(). YOLO-seg: d.masks and d.rle() the same
+    way, made from prototypes (d.mask_source). Keypoint R-CNN and YOLO-pose: d.keypoints [N,K,3]
     (x, y, visibility 1, original pixels) and d.keypoint_scores [N,K]. From a stream with
     tracking: d.track_ids [N].
     """
 
     def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Optional[List[str]] = None,
                  *, mask_probs: Optional[np.ndarray] = None, image_size: Optional[Tuple[int, int]] = None,
-                 keypoints: Optional[np.ndarray] = None, keypoint_scores: Optional[np.ndarray] = None) -> None:
+                 keypoints: Optional[np.ndarray] = None, keypoint_scores: Optional[np.ndarray] = None,
+                 mask_source: Optional[Any] = None) -> None:
         self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         self.class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
@@ -91,6 +93,9 @@ class Detections:
         self.labels = list(labels or [])
         self.mask_probs = None if mask_probs is None else np.asarray(mask_probs, dtype=np.float32)
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        if mask_source is not None and len(mask_source) != len(self.boxes):
+            raise ValueError("Detections: mask_source needs one mask per box")
+        self.mask_source = mask_source  # made when read: .render() -> bool [N,H,W] (runtime.instances.ProtoMasks)
         self.keypoints = keypoints
         self.keypoint_scores = keypoint_scores
         self.track_ids: Optional[np.ndarray] = None  # [N] int, set by Predictor.stream(track=True)
@@ -105,11 +110,15 @@ class Detections:
         return [self.labels[c] if 0 <= c < len(self.labels) else str(c) for c in self.class_ids]
 
     @property
+    def has_masks(self) -> bool:
+        return self.mask_probs is not None or self.mask_source is not None
+
+    @property
     def masks(self) -> Optional[np.ndarray]:
         """Boolean instance masks [N,H,W] at the original image size (None without a mask head)."""
-        if self.mask_probs is None or self.image_size is None:
-            return None
-        if self._masks is None:
+        if self._masks is None and self.mask_source is not None:
+            self._masks = self.mask_source.render()
+        elif self._masks is None and self.mask_probs is not None and self.image_size is not None:
             from edgevision.runtime.instances import paste_masks
 
             self._masks = paste_masks(self.mask_probs, self.boxes, *self.image_size)
@@ -129,7 +138,8 @@ class Detections:
         idx = [index] if isinstance(index, (int, np.integer)) else index
         pick = (lambda a: None if a is None else a[idx])  # noqa: E731
         out = Detections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.labels, mask_probs=pick(self.mask_probs),
-                         image_size=self.image_size, keypoints=pick(self.keypoints), keypoint_scores=pick(self.keypoint_scores))
+                         image_size=self.image_size, keypoints=pick(self.keypoints), keypoint_scores=pick(self.keypoint_scores),
+                         mask_source=pick(self.mask_source))
         out._masks = pick(self._masks)
         out.track_ids = pick(self.track_ids)
         return out
@@ -150,7 +160,7 @@ class Detections:
         """COCO results entries (with "segmentation" RLE for masks, "keypoints" for keypoints);
         labels without a category (e.g. background) are left out."""
         out = []
-        rles = self.rle() if self.mask_probs is not None else None
+        rles = self.rle() if self.has_masks else None
         for i, (box, score, name) in enumerate(zip(self.boxes, self.scores, self.names)):
             if name in category_ids:
                 x0, y0, x1, y1 = (float(v) for v in box)
@@ -170,7 +180,7 @@ class Detections:
                                        "box": [round(float(v), 1) for v in b]}
             if self.track_ids is not None:
                 item["track_id"] = int(self.track_ids[i])
-            if self.mask_probs is not None:
+            if self.has_masks:
                 item["mask_area"] = int(self.masks[i].sum())
             if self.keypoints is not None:
                 item["keypoints"] = [[round(float(x), 1), round(float(y), 1), round(float(p), 3)]
@@ -181,5 +191,5 @@ class Detections:
     def __repr__(self) -> str:
         top = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.names[:5], self.scores[:5]))
         more = f", ... {len(self) - 5} more" if len(self) > 5 else ""
-        extra = " +masks" if self.mask_probs is not None else (" +keypoints" if self.keypoints is not None else "")
+        extra = " +masks" if self.has_masks else (" +keypoints" if self.keypoints is not None else "")
         return f"Detections({len(self)}{extra}: {top}{more})"

@@ -42,7 +42,7 @@ def _per_image(batches: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarra
     for b in batches:
         for i in range(len(b["num_dets"])):
             n = int(np.asarray(b["num_dets"][i]).reshape(-1)[0])
-            out.append({k: (v[i][:n].astype(np.float64) if k in ("boxes", "scores") else v[i][:n])
+            out.append({k: (v[i][:n].astype(np.float64) if k in ("boxes", "scores") else v[i] if k == "protos" else v[i][:n])
                         for k, v in b.items() if k != "num_dets"})
     return out
 
@@ -70,6 +70,21 @@ def _mask_iou(pa: np.ndarray, ba: np.ndarray, pb: np.ndarray, bb: np.ndarray) ->
     a, b = paste_masks(np.stack([pa, pb]), boxes, h, w)
     union = (a | b).sum()
     return float((a & b).sum() / union) if union else 1.0
+
+
+def _proto_mask_ious(r: dict[str, np.ndarray], c: dict[str, np.ndarray], pairs: list[tuple[int, int]]) -> list[float]:
+    """IoU of YOLO-seg masks made from prototypes as the runtime does, at network size (the
+    protos are at stride 4: Ultralytics' Proto)."""
+    from edgevision.runtime.instances import ProtoMasks
+    from edgevision.runtime.preprocess import Transform
+
+    size = (r["protos"].shape[-2] * 4, r["protos"].shape[-1] * 4)
+    unused = Transform(1, 1, 0, 0, size[1], size[0], (0, 0, size[1], size[0]))  # network() needs no transform
+    i, j = (list(x) for x in zip(*pairs)) if pairs else ([], [])
+    ma = ProtoMasks(r["mask_coefficients"][i], r["protos"], r["boxes"][i], size, unused).network()
+    mb = ProtoMasks(c["mask_coefficients"][j], c["protos"], c["boxes"][j], size, unused).network()
+    union = (ma | mb).sum(axis=(1, 2))
+    return np.where(union > 0, (ma & mb).sum(axis=(1, 2)) / np.maximum(union, 1), 1.0).tolist()
 
 
 def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
@@ -104,6 +119,8 @@ def compare_detections(reference: list[dict[str, np.ndarray]], candidate: list[d
         matched += len(pairs)
         if "masks" in r and "masks" in c:
             mask_ious += [_mask_iou(r["masks"][i], rb[i], c["masks"][j], cb[j]) for i, j in pairs]
+        if "protos" in r and "protos" in c:
+            mask_ious += _proto_mask_ious(r, c, pairs)
         if _has_keypoints(r) and _has_keypoints(c) and pairs:
             i, j = (list(x) for x in zip(*pairs))
             kr, kc = _keypoints(r, i), _keypoints(c, j)

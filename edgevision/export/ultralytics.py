@@ -1,0 +1,141 @@
+"""Export adapter for Ultralytics YOLO detect / segment / pose models (YOLOv8, YOLO11 and the
+other families whose head is Ultralytics' Detect, Segment or Pose with NMS).
+
+The adapter runs the network layer by layer (Ultralytics' own `_predict_once`), then the head's
+convolutions, and decodes in the graph with anchors precomputed for the fixed input size:
+DFL -> distances -> xyxy boxes in network-input pixels, sigmoid class scores; for pose,
+keypoints (x, y in network-input pixels, sigmoid visibility) as the head's export path does.
+
+Candidates are those of Ultralytics' `non_max_suppression` with its predict defaults
+(conf 0.25, IoU 0.7, max_det 300, class-aware): each box competes for its best class only
+(`multi_label: false`), so the other class scores are zeroed. `export.nms.multi_label: true`
+keeps every class above the threshold, as Ultralytics' validator does.
+
+  detection             boxes [B,N,4], scores [B,N,C]; the canonical NMS is appended after export.
+  keypoints             the NMS in the graph (as Mask / Keypoint R-CNN's), then the kept boxes'
+                        keypoints [B,D,K,3]
+  instance_segmentation the NMS in the graph, then the kept boxes' mask_coefficients [B,D,M] and the
+                        image's protos [B,M,H/4,W/4]: masks are finished on the host
+                        (runtime/instances.proto_masks), as Ultralytics' process_mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgevision.errors import ExportError
+from edgevision.export.rcnn_ops import nms_keep_mask
+from edgevision.ops.nms import NMSParams
+
+HEADS = {"Detect": "detection", "Segment": "instance_segmentation", "Pose": "keypoints"}
+OUTPUTS = {"detection": ["boxes", "scores"],
+           "keypoints": ["num_dets", "boxes", "scores", "labels", "keypoints"],
+           "instance_segmentation": ["num_dets", "boxes", "scores", "labels", "mask_coefficients", "protos"]}
+
+
+def is_ultralytics(model: nn.Module) -> bool:
+    return type(model).__module__.startswith("ultralytics.") and hasattr(model, "model") and hasattr(model, "save")
+
+
+class UltralyticsAdapter(nn.Module):
+    """images [B,3,H,W] (RGB, 0..1, letterboxed) -> the outputs of `output_names`."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int], task: str) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.head = model.model[-1]
+        kind = type(self.head).__name__
+        if HEADS.get(kind) is None or getattr(self.head, "end2end", False):
+            what = "an end-to-end (NMS-free) head" if getattr(self.head, "end2end", False) else f"a {kind} head"
+            raise ExportError(f"this Ultralytics model has {what}; edgevision compiles the Detect, Segment and Pose "
+                              "heads with NMS (YOLOv8, YOLO11, ...)")
+        if HEADS[kind] != task:
+            raise ExportError(f"the Ultralytics model has a {kind} head, which is task '{HEADS[kind]}', not '{task}'")
+        self.task, self.size, self.multi_label = task, (int(size[0]), int(size[1])), False
+        from ultralytics.utils.tal import make_anchors
+
+        with torch.no_grad():
+            feats = self.features(torch.zeros(1, 3, *self.size))
+        anchors, strides = make_anchors(feats, self.head.stride, 0.5)
+        self.register_buffer("anchors", anchors.transpose(0, 1).unsqueeze(0), persistent=False)  # [1,2,N]
+        self.register_buffer("strides", strides.transpose(0, 1), persistent=False)  # [1,N]
+        self.nms = NMSParams(score_threshold=0.25, iou_threshold=0.7, max_detections=300,
+                             pre_nms_top_k=min(30000, anchors.shape[0]))
+        self.eval()
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(OUTPUTS[self.task])
+
+    def nms_params(self, multi_label: bool | None = None, **overrides: Any) -> NMSParams:
+        """Ultralytics' predict defaults, with the recipe's overrides (export.nms)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if self.task != "detection" and (given.get("class_agnostic") or multi_label):
+            raise ValueError("class_agnostic and multi_label are for task detection (the pose / segment NMS runs in "
+                             "the graph, per best class); remove them")
+        self.multi_label = bool(multi_label)
+        self.nms = NMSParams(**{**self.nms.to_dict(), **given})
+        return self.nms
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The head's inputs: Ultralytics' BaseModel._predict_once up to the last layer."""
+        saved: list[Any] = []
+        for m in self.model.model[:-1]:
+            if m.f != -1:
+                x = saved[m.f] if isinstance(m.f, int) else [x if j == -1 else saved[j] for j in m.f]
+            x = m(x)
+            saved.append(x if m.i in self.model.save else None)
+        return [x if j == -1 else saved[j] for j in self.head.f]
+
+    def forward(self, images: torch.Tensor) -> Any:
+        if self.training:  # BatchNorm re-estimation: the network's own forward is enough
+            return self.model(images)
+        feats = self.features(images)
+        raw = self.head.forward_head(feats, **self.head.one2many)
+        b = images.shape[0]
+        dist = self.head.dfl(raw["boxes"]) * self.strides  # [B,4,N]: left, top, right, bottom in pixels
+        centre = self.anchors * self.strides
+        boxes = torch.cat([centre - dist[:, :2], centre + dist[:, 2:]], dim=1).transpose(1, 2)  # [B,N,4] xyxy
+        scores = raw["scores"].sigmoid().transpose(1, 2)  # [B,N,C]
+        if self.task == "detection":
+            if self.multi_label:
+                return boxes, scores
+            best = scores.amax(dim=2, keepdim=True)
+            return boxes, torch.where(scores >= best, scores, torch.zeros_like(scores))
+        best, labels = scores.max(dim=2)
+        num, boxes, best, labels, index = self.final_nms(boxes, best, labels)
+        if self.task == "keypoints":
+            k, ndim = (int(v) for v in self.head.kpt_shape)
+            y = raw["kpts"].view(b, k, ndim, -1)
+            xy = (y[:, :, :2] * 2.0 + (self.anchors.unsqueeze(1) - 0.5)) * self.strides.unsqueeze(1)
+            points = torch.cat([xy, y[:, :, 2:3].sigmoid()], dim=2) if ndim == 3 else xy  # [B,K,ndim,N]
+            points = points.permute(0, 3, 1, 2).flatten(2)  # [B,N,K*ndim]
+            return num, boxes, best, labels, self.gather(points, index, num).view(b, -1, k, ndim)
+        coefficients = self.gather(raw["mask_coefficient"].transpose(1, 2), index, num)
+        return num, boxes, best, labels, coefficients, self.head.proto(feats[0])
+
+    def final_nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Ultralytics' non_max_suppression (best class per box) in the graph: score > conf, NMS per
+        class, the best max_det -> num_dets [B,1], boxes [B,D,4], scores [B,D], labels [B,D], and the
+        kept boxes' indices [B,D] (for their keypoints / mask coefficients)."""
+        p = self.nms
+        candidates = torch.where(scores > p.score_threshold, scores, torch.full_like(scores, -1.0))
+        keep = nms_keep_mask(boxes, candidates, labels, int(self.head.nc), p.iou_threshold)
+        kept = torch.where(keep > 0, candidates, torch.full_like(candidates, -1.0))
+        top = kept.topk(min(p.max_detections, kept.shape[1]), dim=1)
+        valid = top.values >= 0
+        num = valid.to(torch.int32).sum(dim=1, keepdim=True)
+        det_boxes = self.gather(boxes, top.indices, num)
+        det_scores = torch.where(valid, top.values, torch.zeros_like(top.values))
+        det_labels = torch.where(valid, torch.gather(labels, 1, top.indices), torch.zeros_like(top.indices))
+        return num, det_boxes, det_scores, det_labels.to(torch.int32), top.indices
+
+    @staticmethod
+    def gather(values: torch.Tensor, index: torch.Tensor, num: torch.Tensor) -> torch.Tensor:
+        """values [B,N,F] at index [B,D] -> [B,D,F], rows past num zero."""
+        rows = torch.gather(values, 1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+        valid = torch.arange(index.shape[1]).unsqueeze(0) < num
+        return rows * valid.unsqueeze(-1).to(rows.dtype)

@@ -1,0 +1,188 @@
+"""Models trained elsewhere: Ultralytics YOLO (detect, segment, pose) and timm classifiers.
+
+Sources (recipe `model.source`):
+  ultralytics               + model.checkpoint: an Ultralytics checkpoint (best.pt). It is a
+                              pickle, so loading it runs code: it needs model.trust_checkpoint: true.
+  ultralytics:<model.yaml>  an Ultralytics model YAML (yolov8n.yaml, yolo11n-seg.yaml, a path) with
+                              random weights; model.checkpoint, if given, is a plain state_dict
+                              (loaded with weights_only=True).
+  timm:<name>               a timm model by name, random weights (pretrained=False: no downloads).
+
+`recipe_defaults` gives what the source records (input size, normalisation, labels): the recipe
+fills its missing fields from it, so a recipe needs no `input` section for these sources.
+Both packages are optional extras; a missing one is a clear error naming the extra.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional
+
+from edgevision.errors import ModelSourceError
+
+ULTRALYTICS = "ultralytics"
+TIMM = "timm:"
+ULTRALYTICS_TASKS = {"detect": "detection", "segment": "instance_segmentation", "pose": "keypoints"}
+
+
+def is_ultralytics(source: str) -> bool:
+    return source == ULTRALYTICS or source.startswith(ULTRALYTICS + ":")
+
+
+def is_external(source: str) -> bool:
+    return is_ultralytics(source) or source.startswith(TIMM)
+
+
+def _import(package: str, extra: str) -> Any:
+    if package == "ultralytics":  # quiet, and never reaching for the network (settings, downloads, auto-installs)
+        os.environ.setdefault("YOLO_VERBOSE", "False")
+        os.environ.setdefault("YOLO_OFFLINE", "True")
+        os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    try:
+        return __import__(package)
+    except ImportError as e:
+        raise ModelSourceError(f"model.source needs the Python package '{package}', which is not installed ({e}); "
+                               f"install it with: pip install 'edgevision[{extra}]'") from None
+
+
+# ---- timm ------------------------------------------------------------------------------------
+
+def _timm_name(source: str) -> str:
+    timm = _import("timm", "timm")
+    name = source[len(TIMM):]
+    if not timm.is_model(name):
+        import difflib
+
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ModelSourceError(f"model.source '{source}': timm has no model '{name}'{hint}")
+    return name
+
+
+def build_timm(source: str, num_classes: Optional[int], kwargs: dict[str, Any]) -> Any:
+    timm = _import("timm", "timm")
+    extra = {} if num_classes is None else {"num_classes": num_classes}
+    try:
+        return timm.create_model(_timm_name(source), pretrained=False, **{**extra, **kwargs})
+    except (TypeError, ValueError, AssertionError) as e:
+        raise ModelSourceError(f"model.source '{source}': cannot build with kwargs {sorted({**extra, **kwargs})}: {e}") from None
+
+
+def _timm_defaults(source: str) -> dict[str, Any]:
+    """timm's pre-processing defaults for the model (its pretrained config): size, mean, std."""
+    timm = _import("timm", "timm")
+    cfg = timm.models.get_pretrained_cfg(_timm_name(source))
+    if cfg is None:
+        return {}
+    _, h, w = cfg.input_size
+    return {"input": {"size": [h, w], "mean": list(cfg.mean), "std": list(cfg.std)}}
+
+
+# ---- Ultralytics -----------------------------------------------------------------------------
+
+def _yaml_of(source: str) -> Optional[str]:
+    return source.partition(":")[2] or None
+
+
+@lru_cache(maxsize=4)
+def _read_checkpoint(path: str, mtime: float) -> tuple[Any, dict[str, Any]]:
+    """An Ultralytics checkpoint's model (FP32, eval) and its other entries (train_args, ...)."""
+    _import("ultralytics", "ultralytics")
+    from ultralytics.nn.tasks import load_checkpoint
+
+    try:
+        model, ckpt = load_checkpoint(path)
+    except Exception as e:  # pickle, zip, missing classes, not an Ultralytics checkpoint
+        raise ModelSourceError(f"model.checkpoint {path}: not a readable Ultralytics checkpoint: "
+                               f"{type(e).__name__}: {str(e).strip()[:300]}") from None
+    return model, {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
+
+
+def _checkpoint(model: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    path = model.get("checkpoint")
+    if path is None:
+        raise ModelSourceError("model.source 'ultralytics' needs model.checkpoint (a .pt file from Ultralytics "
+                               "training), or use 'ultralytics:<model>.yaml' for an architecture with random weights")
+    path = Path(path)
+    if not path.is_file():
+        raise ModelSourceError(f"model.checkpoint: file not found: {path}")
+    if not model.get("trust_checkpoint"):
+        raise ModelSourceError(
+            f"model.checkpoint {path}: an Ultralytics checkpoint is a pickle, and loading one runs code from the "
+            "file. If you trust where it came from, set model.trust_checkpoint: true")
+    return _read_checkpoint(str(path.resolve()), path.stat().st_mtime)
+
+
+def _yaml_dict(config: str) -> dict[str, Any]:
+    _import("ultralytics", "ultralytics")
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        return yaml_model_load(config)
+    except Exception as e:  # file not found, YAML errors
+        raise ModelSourceError(f"model.source 'ultralytics:{config}': cannot read the model YAML: "
+                               f"{type(e).__name__}: {str(e).strip()[:300]}") from None
+
+
+def _task_of(model: Any, source: str) -> str:
+    from ultralytics.nn.tasks import guess_model_task
+
+    task = getattr(model, "task", None) or guess_model_task(model)
+    if task not in ULTRALYTICS_TASKS:
+        raise ModelSourceError(f"model.source '{source}': an Ultralytics '{task}' model; edgevision compiles "
+                               f"{', '.join(ULTRALYTICS_TASKS)} models")
+    return ULTRALYTICS_TASKS[task]
+
+
+def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
+    """The Ultralytics model of a recipe (FP32, eval, not fused: BatchNorm stays re-estimable)."""
+    config = _yaml_of(spec.source)
+    if config is None:
+        model = _checkpoint(spec.model_dump())[0]
+    else:
+        from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
+
+        cfg = _yaml_dict(config)
+        kind = {"detection": DetectionModel, "instance_segmentation": SegmentationModel, "keypoints": PoseModel}
+        nc = spec.classes if spec.classes is not None else cfg.get("nc")
+        try:
+            model = kind[_task_of(cfg, spec.source)](cfg, nc=nc, verbose=False, **spec.kwargs)
+        except TypeError as e:
+            raise ModelSourceError(f"model.source '{spec.source}': cannot build with kwargs {sorted(spec.kwargs)}: {e}") from None
+        if load_checkpoint and spec.checkpoint is not None:
+            from edgevision.models.sources import load_state
+
+            load_state(model, spec.checkpoint)
+    for m in model.modules():  # Ultralytics' export does the same: no in-place ops in the traced graph
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return model.float().eval()
+
+
+def _ultralytics_defaults(model: dict[str, Any]) -> dict[str, Any]:
+    config = _yaml_of(model["source"])
+    if config is None:
+        net, ckpt = _checkpoint(model)
+        size = (ckpt.get("train_args") or {}).get("imgsz", 640)
+        names = getattr(net, "names", None) or {}
+        out: dict[str, Any] = {"labels": [str(names[i]) for i in sorted(names)]} if names else {}
+    else:
+        net, size, out = _yaml_dict(config), 640, {}
+        if net.get("names"):
+            out["labels"] = [str(n) for n in (net["names"].values() if isinstance(net["names"], dict) else net["names"])]
+        elif net.get("nc"):
+            out["num_classes"] = int(net["nc"])
+    size = [size, size] if isinstance(size, int) else list(size)
+    out["input"] = {"size": size, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "rgb",
+                    "resize": "letterbox", "pad_value": 114}
+    out["task"] = _task_of(net, model["source"])
+    return out
+
+
+def recipe_defaults(model: dict[str, Any]) -> dict[str, Any]:
+    """What the source records: {"input": {...}, "labels": [...] | "num_classes": n, "task": ...}
+    (only what it knows)."""
+    source = str(model.get("source", ""))
+    return _timm_defaults(source) if source.startswith(TIMM) else _ultralytics_defaults(model)
