@@ -405,4 +405,10 @@ def json_schema() -> dict[str, Any]:
     schema = Recipe.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "edgevision recipe"
+    schema["required"] = [k for k in schema["required"] if k not in ("input", "task")]  # ultralytics / timm: from the source
+    size = schema["$defs"]["InputSpec"]["properties"]["size"]
+    schema["$defs"]["InputSpec"]["properties"]["size"] = {"anyOf": [{"type": "integer"}, size], "description": size.pop(
+        "description", "") + " One number: a square."}
+    schema["properties"]["input"]["description"] = ("Required, except for model sources that record it (ultralytics, "
+                                                    "timm), where it overrides what they record.")
     return schema

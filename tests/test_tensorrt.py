@@ -111,3 +111,14 @@ def test_engine_build_and_run_on_a_gpu(trt_artifact, tmp_path) -> None:  # noqa:
     with edgevision.load(tmp_path / "v") as trt_model, edgevision.load(root / "onnxruntime-fp32") as ort_model:
         a, b = trt_model.predict(image), ort_model.predict(image)
     assert len(a) == len(b) and np.abs(np.sort(a.scores) - np.sort(b.scores)).max() < 1e-3
+
+
+def test_ultralytics_detector_in_the_tensorrt_form(compiled) -> None:  # noqa: ANN001
+    """An Ultralytics YOLO takes the same TensorRT path as torchvision's detectors: EfficientNMS_TRT
+    on the decoded boxes and best-class scores, verified against PyTorch (CPU emulation here)."""
+    manifest, root = compiled("yolo_trt", "detection", "ultralytics:yolov8n.yaml", 160, targets=TRT_TARGETS)
+    v = {x["name"]: x for x in manifest["variants"]}["tensorrt-fp32"]
+    assert v["status"] == "passed" and v["parity"]["matched"] == 1.0 and v["parity"]["detections"] > 50
+    model = onnx.load(str(root / "tensorrt-fp32" / "model.onnx"))
+    assert sum(n.op_type == EFFICIENT_NMS for n in model.graph.node) == 1
+    assert manifest["nms"]["score_threshold"] == pytest.approx(0.25) and manifest["nms"]["max_detections"] == 300

@@ -15,6 +15,7 @@ import torch
 import edgevision
 from edgevision import api
 from edgevision.errors import ModelSourceError, RecipeError
+from edgevision.models import external
 from edgevision.models.batchnorm import reestimated_checkpoint
 from edgevision.models.sources import build_model
 from edgevision.ops.nms import box_iou
@@ -24,6 +25,7 @@ from edgevision.runtime.instances import ProtoMasks
 from conftest import Quiet
 from oracles import ultralytics_reference
 
+external._import("ultralytics", "ultralytics")  # as a compile does: Ultralytics' patch of PIL undone
 PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 LABELS = ["circle", "square", "triangle"]
 TASKS = {"detect": ("detection", "yolov8n.yaml"), "seg": ("instance_segmentation", "yolo11n-seg.yaml"),
@@ -121,6 +123,9 @@ def test_a_pickled_checkpoint_needs_trust(tmp_path: Path) -> None:
     with pytest.raises(ModelSourceError, match="trust_checkpoint: true"):
         parse_recipe(data)
     recipe = parse_recipe({**data, "model": {**data["model"], "trust_checkpoint": True}})
+    from PIL import Image
+
+    assert Image.open.__module__.startswith("PIL")  # Ultralytics' process-wide patch of it is undone
     assert recipe.task == "detection" and recipe.input.size == (256, 256) and recipe.input.resize == "letterbox"
     assert recipe.model.labels == ["0", "1", "2"]  # the checkpoint's names
     with pytest.raises(RecipeError, match="set task: detection"):
@@ -167,3 +172,30 @@ def test_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelSourceError, match=r"edgevision\[timm\]"):
         parse_recipe({"name": "t", "task": "classification", "model": {"source": "timm:resnet18", "num_classes": 3},
                       "targets": [{"backend": "onnxruntime", "precision": "fp32"}]})
+
+
+def test_an_ultralytics_training_compiles_with_its_own_map(tmp_path: Path) -> None:
+    """Ultralytics trains YOLOv8n briefly on shapes images written in its own format; edgevision
+    compiles the best.pt it saves and scores the same validation images within 1 mAP point of
+    Ultralytics' own validator (both: conf 0.001, IoU 0.7, every class above the threshold)."""
+    from ultralytics import YOLO
+
+    from yolo_data import write_yolo_dataset
+
+    data = write_yolo_dataset(tmp_path / "data", 128, {"train": (480, 0), "val": (60, 1)})
+    YOLO("yolov8n.yaml").train(data=str(data), epochs=8, imgsz=128, batch=16, device="cpu", workers=0, seed=0,
+                               warmup_epochs=1, project=str(tmp_path), name="train", plots=False, amp=False, val=False)
+    best = tmp_path / "train" / "weights" / "last.pt"  # val=False: no best.pt selection, the last epoch
+    theirs = YOLO(str(best)).val(data=str(data), imgsz=128, batch=16, conf=0.001, iou=0.7, device="cpu", plots=False)
+    recipe = parse_recipe({
+        "name": "trained", "model": {"source": "ultralytics", "checkpoint": str(best), "trust_checkpoint": True},
+        "export": {"nms": {"score_threshold": 0.001, "multi_label": True}},
+        "data": {"val": {"source": "shapes", "count": 60, "seed": 1}},
+        "targets": [{"backend": "onnxruntime", "precision": "fp32"}], "verify": {"images": 4, "timing_rounds": 1},
+        "output": str(tmp_path / "trained")})
+    assert recipe.input.size == (128, 128) and recipe.model.labels == ["circle", "square", "triangle"]
+    manifest = api.compile(recipe, reporter=Quiet(), threads=2)
+    ours = manifest["variants"][0]["accuracy"]["map"]
+    print(f"mAP@[.5:.95] on 60 images: edgevision {ours:.4f}, Ultralytics val {float(theirs.box.map):.4f}")
+    assert float(theirs.box.map) > 0.05  # it learned something: the comparison has something in it
+    assert abs(ours - float(theirs.box.map)) <= 0.01, (ours, float(theirs.box.map))

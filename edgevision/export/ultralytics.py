@@ -3,7 +3,8 @@ other families whose head is Ultralytics' Detect, Segment or Pose with NMS).
 
 The adapter runs the network layer by layer (Ultralytics' own `_predict_once`), then the head's
 convolutions, and decodes in the graph with anchors precomputed for the fixed input size:
-DFL -> distances -> xyxy boxes in network-input pixels, sigmoid class scores; for pose,
+DFL -> distances -> xyxy boxes in network-input pixels, sigmoid class scores (all of it in float
+under INT8: see `dfl`); for pose,
 keypoints (x, y in network-input pixels, sigmoid visibility) as the head's export path does.
 
 Candidates are those of Ultralytics' `non_max_suppression` with its predict defaults
@@ -55,6 +56,10 @@ class UltralyticsAdapter(nn.Module):
         if HEADS[kind] != task:
             raise ExportError(f"the Ultralytics model has a {kind} head, which is task '{HEADS[kind]}', not '{task}'")
         self.task, self.size, self.multi_label = task, (int(size[0]), int(size[1])), False
+        stride = int(max(self.head.stride))
+        if self.size[0] % stride or self.size[1] % stride:
+            raise ExportError(f"input.size {list(self.size)} must be a multiple of the model's largest stride, {stride} "
+                              f"(e.g. {[max(stride, round(v / stride) * stride) for v in self.size]})")
         from ultralytics.utils.tal import make_anchors
 
         with torch.no_grad():
@@ -96,7 +101,7 @@ class UltralyticsAdapter(nn.Module):
         feats = self.features(images)
         raw = self.head.forward_head(feats, **self.head.one2many)
         b = images.shape[0]
-        dist = self.head.dfl(raw["boxes"]) * self.strides  # [B,4,N]: left, top, right, bottom in pixels
+        dist = self.dfl(raw["boxes"]) * self.strides  # [B,4,N]: left, top, right, bottom in pixels
         centre = self.anchors * self.strides
         boxes = torch.cat([centre - dist[:, :2], centre + dist[:, 2:]], dim=1).transpose(1, 2)  # [B,N,4] xyxy
         scores = raw["scores"].sigmoid().transpose(1, 2)  # [B,N,C]
@@ -116,6 +121,17 @@ class UltralyticsAdapter(nn.Module):
             return num, boxes, best, labels, self.gather(points, index, num).view(b, -1, k, ndim)
         coefficients = self.gather(raw["mask_coefficient"].transpose(1, 2), index, num)
         return num, boxes, best, labels, coefficients, self.head.proto(feats[0])
+
+    def dfl(self, x: torch.Tensor) -> torch.Tensor:
+        """Ultralytics' DFL (the expectation of a softmax over reg_max distance bins) as Mul + ReduceSum,
+        not its fixed-weight 1x1 Conv: so it is not a weighted layer, and INT8 quantization leaves it in
+        float with the rest of the decoding (quantize/graph.py) — quantizing it costs box accuracy."""
+        bins = int(self.head.reg_max)
+        if bins <= 1:
+            return x
+        b, _, n = x.shape
+        weights = torch.arange(bins, dtype=x.dtype).view(1, 1, bins, 1)
+        return (x.view(b, 4, bins, n).softmax(dim=2) * weights).sum(dim=2)
 
     def final_nms(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Ultralytics' non_max_suppression (best class per box) in the graph: score > conf, NMS per

@@ -41,10 +41,30 @@ def _import(package: str, extra: str) -> Any:
         os.environ.setdefault("YOLO_OFFLINE", "True")
         os.environ.setdefault("YOLO_AUTOINSTALL", "False")
     try:
+        if package == "ultralytics":
+            return _import_ultralytics()
         return __import__(package)
     except ImportError as e:
         raise ModelSourceError(f"model.source needs the Python package '{package}', which is not installed ({e}); "
                                f"install it with: pip install 'edgevision[{extra}]'") from None
+
+
+def _import_ultralytics() -> Any:
+    """Import Ultralytics, then undo the process-wide patch it applies on import: its
+    utils/patches.py replaces PIL's Image.open with one that, on an unreadable file, tries to
+    pip-install a HEIF plug-in (or raises ModuleNotFoundError), which breaks every other image
+    reader's error handling in the process (edgevision's predict included)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return __import__("ultralytics")
+    original = Image.open
+    module = __import__("ultralytics")
+    import ultralytics.nn.tasks  # noqa: F401  (what imports the patches)
+
+    if getattr(original, "__module__", "").startswith("PIL"):
+        Image.open = original
+    return module
 
 
 # ---- timm ------------------------------------------------------------------------------------
@@ -140,7 +160,9 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
     """The Ultralytics model of a recipe (FP32, eval, not fused: BatchNorm stays re-estimable)."""
     config = _yaml_of(spec.source)
     if config is None:
-        model = _checkpoint(spec.model_dump())[0]
+        import copy
+
+        model = copy.deepcopy(_checkpoint(spec.model_dump())[0])  # the cached one stays as read
     else:
         from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
 

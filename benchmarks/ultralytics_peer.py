@@ -1,0 +1,185 @@
+"""The race against Ultralytics' own export: the same YOLOv8n checkpoint, exported by Ultralytics
+(format=onnx, format=openvino, openvino int8=True, openvino nms=True) and run through Ultralytics'
+own predictor, against edgevision's artifacts through `edgevision.load(...).predict`, end to end
+(a decoded 640x480 frame in, boxes in original pixels out), interleaved in one process.
+
+    python benchmarks/ultralytics_peer.py [--epochs 20] [--rounds 5] [--sizes 320 640]
+
+1. Trains YOLOv8n (Ultralytics, CPU, 160x160, 1000 shapes images written in Ultralytics' format;
+   first run only, about 10 minutes on 2 cores).
+2. Accuracy at 160: Ultralytics' `val` (conf 0.001, IoU 0.7) against edgevision's compile of the
+   same checkpoint with the validator's NMS (score 0.001, multi_label), on the same 100 images.
+3. Speed at each size: both sides with Ultralytics' predict defaults (conf 0.25, IoU 0.7, max_det 300).
+Blocks of `calls` calls per contender, contenders interleaved, `rounds` rounds: the median of the
+block medians, and the spread (max-min)/median. Results: results/ultralytics_peer.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+os.environ.setdefault("YOLO_VERBOSE", "False")
+os.environ.setdefault("YOLO_OFFLINE", "True")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import edgevision  # noqa: E402
+from edgevision import api  # noqa: E402
+from edgevision.data.shapes import ShapesDataset  # noqa: E402
+from edgevision.recipe import parse_recipe  # noqa: E402
+from conftest import Quiet  # noqa: E402
+from record import record  # noqa: E402
+from yolo_data import write_yolo_dataset  # noqa: E402
+
+WORK = ROOT / "build" / "ultralytics-peer"
+THREADS = 2
+OURS = ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "onnxruntime-int8", "openvino-int8"]
+
+
+TRAIN_SIZE = 160
+
+
+def train(data: Path, epochs: int) -> Path:
+    from ultralytics import YOLO
+
+    best = WORK / "train" / "weights" / "best.pt"
+    if not best.is_file():
+        YOLO("yolov8n.yaml").train(data=str(data), epochs=epochs, imgsz=TRAIN_SIZE, batch=16, device="cpu", workers=0,
+                                   project=str(WORK), name="train", exist_ok=True, plots=False, amp=False, seed=0)
+    return best
+
+
+def recipe(name: str, ckpt: Path, size: int, accuracy: bool) -> Dict[str, Any]:
+    nms = {"score_threshold": 0.001, "multi_label": True} if accuracy else {}
+    targets = [{"backend": b, "precision": p} for b, p in (v.split("-") for v in OURS)]
+    return {"name": name, "task": "detection",
+            "model": {"source": "ultralytics", "checkpoint": str(ckpt), "trust_checkpoint": True},
+            "input": {"size": size}, "export": {"nms": nms},
+            "data": {"val": {"source": "shapes", "count": 100, "seed": 1}},
+            "calibration": {"source": "shapes", "count": 300, "seed": 7},
+            "targets": targets if not accuracy else targets[:1] + targets[3:],
+            "verify": {"images": 8, "timing_rounds": 5}, "output": str(WORK / name)}
+
+
+def ultralytics_exports(best: Path, size: int, data: Path) -> Dict[str, Path]:
+    """Ultralytics' own exports of the checkpoint (each from its own copy, so their files do not collide)."""
+    from ultralytics import YOLO
+
+    out: Dict[str, Path] = {}
+    for name, kwargs in (("onnx", {"format": "onnx"}), ("openvino", {"format": "openvino"}),
+                         ("openvino-int8", {"format": "openvino", "int8": True, "data": str(data)}),
+                         ("openvino-nms", {"format": "openvino", "nms": True})):
+        copy = WORK / f"u{size}-{name}.pt"
+        done = [p for p in WORK.glob(f"u{size}-{name}[._]*") if p.suffix != ".pt"]
+        if done and copy.is_file() and copy.stat().st_mtime >= best.stat().st_mtime:  # exported from this checkpoint
+            out[name] = done[0]
+            continue
+        shutil.copy(best, copy)
+        out[name] = Path(YOLO(str(copy)).export(imgsz=size, device="cpu", **kwargs))
+    return out
+
+
+def block(call: Callable[[], Any], n: int) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def race(contenders: Dict[str, Callable[[], Any]], rounds: int, calls: int) -> Dict[str, Dict[str, float]]:
+    for call in contenders.values():
+        block(call, 10)  # warm-up
+    samples: Dict[str, List[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, call in contenders.items():
+            samples[name].append(block(call, calls))
+    out = {}
+    for name, values in samples.items():
+        med = statistics.median(values)
+        out[name] = {"p50_ms": round(med, 2), "spread": round((max(values) - min(values)) / med, 3)}
+    return out
+
+
+def contenders(best: Path, size: int, data: Path, frame: np.ndarray) -> Dict[str, Callable[[], Any]]:
+    from ultralytics import YOLO
+
+    theirs = {"ultralytics pytorch": YOLO(str(best))}
+    theirs.update({f"ultralytics {k}": YOLO(str(v), task="detect") for k, v in ultralytics_exports(best, size, data).items()})
+    out: Dict[str, Callable[[], Any]] = {
+        k: (lambda m=m: m.predict(frame, imgsz=size, conf=0.25, iou=0.7, max_det=300, device="cpu", verbose=False))
+        for k, m in theirs.items()}
+    name = f"yolov8n-speed-{size}"
+    api.compile(parse_recipe(recipe(name, best, size, accuracy=False)), reporter=Quiet(), threads=THREADS)
+    for v in OURS:
+        model = edgevision.load(WORK / name, v, threads=THREADS)
+        out[f"edgevision {v}"] = lambda m=model: m.predict(frame, channel_order="bgr")
+    return out
+
+
+def accuracy(best: Path, data: Path) -> Dict[str, Any]:
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(best)).val(data=str(data), imgsz=TRAIN_SIZE, batch=16, conf=0.001, iou=0.7, device="cpu", plots=False)
+    manifest = api.compile(parse_recipe(recipe("yolov8n-accuracy", best, TRAIN_SIZE, accuracy=True)), reporter=Quiet(),
+                           threads=THREADS)
+    ours = {v["name"]: round(v["accuracy"]["map"], 4) for v in manifest["variants"] if v.get("accuracy")}
+    return {"ultralytics_val_map": round(float(metrics.box.map), 4), "edgevision_map": ours,
+            "edgevision_pytorch_map": round(manifest["baseline"]["accuracy"]["map"], 4)}
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = ["# edgevision vs Ultralytics' own export: YOLOv8n, end to end", "",
+             f"Machine: {m.get('cpu')} ({report['threads']} threads); load {report['load_before']} -> "
+             f"{report['load_after']}; {report['rounds']} rounds of {report['calls']} calls, contenders interleaved. "
+             "A 640x480 decoded frame in, boxes in original pixels out; both sides conf 0.25, IoU 0.7, max_det 300.", ""]
+    acc = report["accuracy"]
+    lines += [f"Accuracy at 160x160 on the same 100 shapes images (mAP@[.5:.95]): Ultralytics val {acc['ultralytics_val_map']}, "
+              f"edgevision PyTorch reference {acc['edgevision_pytorch_map']}, variants "
+              + ", ".join(f"{k} {v}" for k, v in acc["edgevision_map"].items()), ""]
+    for size, results in report["speed"].items():
+        best_theirs = min(v["p50_ms"] for k, v in results.items() if k.startswith("ultralytics"))
+        lines += [f"## {size}x{size}", "", "| contender | p50 ms | spread | vs Ultralytics' best |", "|---|---|---|---|"]
+        for k, v in sorted(results.items(), key=lambda kv: kv[1]["p50_ms"]):
+            lines.append(f"| {k} | {v['p50_ms']} | {v['spread']:.1%} | {best_theirs / v['p50_ms']:.2f}x |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640])
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    WORK.mkdir(parents=True, exist_ok=True)
+    data = write_yolo_dataset(WORK / "data", TRAIN_SIZE, {"train": (1000, 0), "val": (100, 1)})
+    best = train(data, args.epochs)
+    frame = np.ascontiguousarray(ShapesDataset(1, seed=11, size=(480, 640))[0].image[:, :, ::-1])  # BGR, as a camera
+
+    def measure() -> List[Dict[str, Any]]:
+        return [{"model": "yolov8n", "checkpoint": str(best.relative_to(ROOT))}]
+
+    report: Dict[str, Any] = {"rounds": args.rounds, "calls": args.calls, "accuracy": accuracy(best, data), "speed": {}}
+    for size in args.sizes:
+        report["speed"][str(size)] = race(contenders(best, size, data, frame), args.rounds, args.calls)
+    record("ultralytics_peer", THREADS, report, measure, markdown)
+
+
+if __name__ == "__main__":
+    main()
