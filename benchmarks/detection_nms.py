@@ -27,9 +27,9 @@ import torch
 import torchvision
 
 from edgevision import api, load
-from edgevision.bench.latency import interleaved, summarize
+from edgevision.verify.latency import interleaved, summarize
 from edgevision.bench.machine import machine
-from edgevision.console import SilentReporter
+from edgevision.reporting import SilentReporter
 from edgevision.data import ShapesDataset
 from edgevision.export.detection import backbone_features
 from edgevision.models.batchnorm import reestimate_batchnorm

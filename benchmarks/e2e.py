@@ -169,7 +169,7 @@ def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, blo
     root = artifact_for(name, RichReporter())
     manifest = read_manifest(root)
     contenders: Dict[str, Callable[[Path], Phases]] = {"torchvision-eager": _torchvision(manifest)}
-    predictors = {"pytorch-fp32 (edgevision pre/post)": api.reference_predictor(manifest, threads)}
+    predictors = {"pytorch-fp32 (edgevision pre/post)": reference_predictor(manifest, threads)}
     for v in manifest["variants"]:
         predictors[v["name"]] = edgevision.load(root / v["name"], threads=threads)
     contenders.update({n: _edgevision(p) for n, p in predictors.items()})

@@ -33,11 +33,12 @@ sys.path.insert(0, str(ROOT))
 from edgevision import api  # noqa: E402
 from edgevision.artifact import read_manifest  # noqa: E402
 from edgevision.bench.report import TABLE_HEADER, detail_rows, table_rows, write_reports  # noqa: E402
-from edgevision.bench.run import BenchOptions, benchmark  # noqa: E402
+from edgevision.api import benchmark  # noqa: E402
+from edgevision.bench.run import BenchOptions  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
 from edgevision.tasks import METRIC_TITLE  # noqa: E402
 from edgevision.errors import EdgeVisionError  # noqa: E402
-from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
+from edgevision.random_weights import reestimated_checkpoint  # noqa: E402
 from edgevision.recipe import load_recipe, parse_recipe  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results"

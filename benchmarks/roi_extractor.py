@@ -31,10 +31,10 @@ from openvino.utils.node_factory import NodeFactory
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgevision import api  # noqa: E402
-from edgevision.bench.latency import interleaved, summarize  # noqa: E402
+from edgevision.verify.latency import interleaved, summarize  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
-from edgevision.console import SilentReporter  # noqa: E402
-from edgevision.models.batchnorm import reestimated_checkpoint  # noqa: E402
+from edgevision.reporting import SilentReporter  # noqa: E402
+from edgevision.random_weights import reestimated_checkpoint  # noqa: E402
 from edgevision.recipe import parse_recipe  # noqa: E402
 
 OUT = Path(__file__).parent / "results"

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgevision import load  # noqa: E402
-from edgevision.bench.latency import interleaved, summarize  # noqa: E402
+from edgevision.verify.latency import interleaved, summarize  # noqa: E402
 from edgevision.bench.machine import machine  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402

@@ -81,8 +81,8 @@ def compile_random_weights(data: Dict[str, Any], root: Path) -> tuple:
     import time
 
     from edgevision import api
-    from edgevision.console import SilentReporter
-    from edgevision.models.batchnorm import reestimated_checkpoint
+    from edgevision.reporting import SilentReporter
+    from edgevision.random_weights import reestimated_checkpoint
     from edgevision.recipe import parse_recipe
 
     data["model"]["checkpoint"] = str(reestimated_checkpoint(data, root / f"{data['name']}.pt"))

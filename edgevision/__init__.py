@@ -13,8 +13,8 @@ from typing import Any
 
 from edgevision.errors import EdgeVisionError
 from edgevision.runtime import Classification, Detections, Predictor, Segmentation, load
+from edgevision.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Classification", "Detections", "EdgeVisionError", "Predictor", "Segmentation", "compile", "load", "train"]
 
 

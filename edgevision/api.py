@@ -7,7 +7,6 @@ progress goes through a Reporter.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -19,11 +18,13 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from edgevision.artifact import MANIFEST, SCHEMA_VERSION, VARIANT, content_digest, file_entries, sha256_file, write_json
-from edgevision.backends.base import INPUT_NAME, create_runner, require
+from edgevision.artifact import (MANIFEST, SCHEMA_VERSION, VARIANT, content_digest, file_entries, read_manifest, sha256_file,
+                                 write_json)
+from edgevision.backends.base import BACKENDS, INPUT_NAME, create_runner, require
 from edgevision.bench.advice import from_manifest as advice_from_manifest
 from edgevision.bench.machine import cpu_name, tool_versions
-from edgevision.console import Reporter
+from edgevision.builders import BuildContext, build_variant, open_runner
+from edgevision.reporting import Reporter
 from edgevision.data import Selection, open_dataset
 from edgevision.data.shapes import ShapesDataset, shapes_labels
 from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
@@ -35,11 +36,7 @@ from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.staging import Staging, check_destination, is_artifact
 from edgevision.tasks import DETECTION_TASKS, METRIC
 from edgevision.verify.measure import evaluate_model, measure
-
-_BACKEND_MODULES = {"onnxruntime": "edgevision.backends.onnxruntime", "openvino": "edgevision.backends.openvino",
-                    "tensorrt": "edgevision.backends.tensorrt"}
-_BACKEND_EXTRAS = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino")}
-
+from edgevision.verify.reference import reference as pytorch_reference
 
 def _as_recipe(recipe: Union[Recipe, str, Path]) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -54,6 +51,44 @@ def train(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = None)
     total = recipe.train.epochs * max(1, _count(recipe.data.train) // recipe.train.batch) if recipe.train and recipe.data.train else 1
     with reporter.task("training", total) as advance:
         return train_loop(recipe, log=reporter.info, progress=lambda step, n, loss: advance(1, f"loss {loss:.4f}"))
+
+
+def benchmark(target: Union[str, Path], options: Any = None, reporter: Optional[Reporter] = None) -> dict[str, Any]:
+    """Benchmark an artifact folder, or a recipe's artifact (compiled first when it is missing or was
+    built from another version of the recipe); returns the report (bench/report.py)."""
+    from edgevision.bench.run import benchmark_artifact
+
+    reporter = reporter or Reporter()
+    return benchmark_artifact(_artifact_for(Path(target), reporter), options, reporter)
+
+
+def _artifact_for(target: Path, reporter: Reporter) -> Path:
+    """An artifact folder as given, or a recipe's artifact: compiled first when it is missing or
+    was built from a different recipe. A compile that fails still leaves <output>.failed, which
+    is benchmarked so the failing variants show in the report."""
+    target = Path(target)
+    if target.is_dir():
+        read_manifest(target)  # a clear error if this is not an artifact
+        return target
+    if not target.exists():
+        raise RecipeError(f"{target}: neither an artifact folder nor a recipe file")
+    recipe = load_recipe(target)
+    out = recipe.output_dir
+    try:
+        current = read_manifest(out)["recipe"]["sha256"] == recipe.digest()
+    except EdgeVisionError:
+        current = False
+    if current:
+        reporter.info(f"benchmarking {out} (built from this recipe)")
+        return out
+    reporter.info(f"{out} is missing or was built from another version of {target}: compiling it first")
+    try:
+        compile(recipe, reporter=reporter)
+    except VerificationFailed as e:
+        failed = out.with_name(out.name + ".failed")
+        reporter.info(f"compile failed ({e}); benchmarking {failed} so the failures are reported")
+        return failed
+    return out
 
 
 def _count(source: Any) -> int:
@@ -85,13 +120,14 @@ def _with_labels(recipe: Recipe) -> Recipe:
 def _check_backends(recipe: Recipe) -> None:
     """Fail before any training or export if a target's backend package is missing."""
     for i, t in enumerate(recipe.targets):
-        if t.backend not in _BACKEND_MODULES:
+        if t.backend not in BACKENDS:
             raise RecipeError(f"targets[{i}].backend: '{t.backend}' cannot be built by this version")
-        if t.backend == "tensorrt":  # verified on CPU without TensorRT; the engine is built where it runs
-            require("onnxruntime", "onnxruntime", "onnxruntime")
+        info = BACKENDS[t.backend]
+        if info.emulation_package is not None:  # verified on CPU by emulation; the engine is built where it runs
+            helper = BACKENDS[info.emulation_package]
+            require(helper.package, helper.name, helper.extra)
             continue
-        package, extra = _BACKEND_EXTRAS[t.backend]
-        require(package, t.backend, extra)
+        require(info.package, t.backend, info.extra)
 
 
 def _ensure_checkpoint(recipe: Recipe, reporter: Reporter) -> None:
@@ -125,7 +161,7 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     recipe = _with_labels(recipe)
     labels = list(recipe.model.labels or [])
     _ensure_checkpoint(recipe, reporter)
-    wrapper, nms, reference = _reference(recipe)
+    wrapper, nms, reference = pytorch_reference(recipe)
     val = open_dataset(recipe.data.val, recipe.input.size) if recipe.data.val else None
     if val is not None:
         _check_label_space(recipe, val, labels)
@@ -133,7 +169,6 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
         pre_nms = Path(scratch) / "pre_nms.onnx" if wrapper.appends_nms else None
         export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels, nms, pre_nms)
-        context = {"pre_nms": pre_nms, "nms": nms}
         reporter.info(f"exported: {export_info['nodes']} nodes ({export_info['nodes_exported']} before cleanup) in {export_info['seconds']} s")
         info = _model_info(recipe, labels, INPUT_NAME, wrapper.contract_names)
         if nms is not None:
@@ -141,7 +176,8 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
         feeds, verified_on = _verification_feeds(recipe, val)
         ref_outputs = [reference.infer(f) for f in feeds]
         baseline_accuracy = evaluate_model(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
-        context.update(_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
+        context = BuildContext(pre_nms=pre_nms, nms=nms, log=reporter.info,
+                               **_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
         runners: dict[str, Any] = {}  # one open runner per built variant, for parity, accuracy and timing
         try:
             variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context, runners)
@@ -180,62 +216,6 @@ def _failed_dir(recipe: Recipe, recipe_path: Optional[Path]) -> Path:
     protected = [recipe_path] if recipe_path is not None else []
     output = check_destination(recipe.output_dir, protected)
     return check_destination(output.with_name(output.name + ".failed"), protected, field="output (its .failed sibling)")
-
-
-def _reference(recipe: Recipe) -> tuple[Any, Optional[NMSParams], Any]:
-    """The PyTorch FP32 reference of a recipe (labels resolved, checkpoint present): the export
-    wrapper, the detector's NMS parameters, and a runner with the same outputs as the artifacts."""
-    from edgevision.backends.torch import Runner as TorchRunner
-    from edgevision.export.onnx_export import ExportWrapper
-    from edgevision.models.sources import build_model
-
-    model = build_model(recipe.model)
-    core, nms = _detection_core(model, recipe) if recipe.task in DETECTION_TASKS else (model, None)
-    wrapper = ExportWrapper(core, recipe.task, recipe.input.layout, recipe.export.argmax)
-    post = (lambda out: nms_reference(out["boxes"], out["scores"], nms)) if wrapper.appends_nms else None
-    return wrapper, nms, TorchRunner(wrapper, wrapper.input_names, wrapper.output_names, post=post)
-
-
-def reference_predictor(manifest: dict[str, Any], threads: Optional[int] = None) -> Predictor:
-    """The PyTorch FP32 model an artifact was compiled from, as a Predictor (the benchmark's
-    baseline). Raises ModelSourceError if its checkpoint is gone or changed since the compile."""
-    import torch
-
-    from edgevision.errors import ModelSourceError
-    from edgevision.recipe import parse_recipe
-
-    recipe = parse_recipe(manifest["recipe"]["content"], source="manifest.json recipe")
-    model = manifest.get("model") or {}
-    ckpt = recipe.model.checkpoint
-    if ckpt is not None:
-        if not ckpt.is_file():
-            raise ModelSourceError(f"checkpoint {ckpt} not found (relative paths are resolved against the working "
-                                   "directory: run from where the artifact was compiled)")
-        if model.get("checkpoint_sha256") and sha256_file(ckpt) != model["checkpoint_sha256"]:
-            raise ModelSourceError(f"checkpoint {ckpt} changed since the artifact was compiled (sha256 differs); "
-                                   "recompile, or the baseline would not be the model the artifact came from")
-    if threads:
-        torch.set_num_threads(threads)
-    _, _, runner = _reference(recipe)
-    info = {k: manifest[k] for k in ("schema_version", "task", "labels", "input", "outputs")}
-    return Predictor({**info, "name": "pytorch-fp32", "backend": "torch", "precision": "fp32"}, runner)
-
-
-def _detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
-    """The export adapter of a detector and its NMS parameters (recipe overrides model defaults)."""
-    from edgevision.export.detection import detection_adapter
-
-    adapter = detection_adapter(model, recipe.input.size, recipe.task, recipe.export.proposals)
-    overrides = recipe.export.nms.model_dump()
-    if overrides["multi_label"] is None:
-        del overrides["multi_label"]
-    elif not hasattr(adapter, "multi_label"):
-        raise RecipeError("export.nms.multi_label: only for Ultralytics models (torchvision's detectors always keep "
-                          "every class above the threshold); remove it")
-    try:
-        return adapter, adapter.nms_params(**overrides)
-    except ValueError as e:
-        raise RecipeError(f"export.nms: {e}") from None
 
 
 def _check_label_space(recipe: Recipe, val: Any, labels: list[str]) -> None:
@@ -293,7 +273,7 @@ def _describe(source: Any) -> str:
 
 
 def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, ref_outputs: list,
-                   reporter: Reporter, threads: int, context: dict[str, Any], runners: dict[str, Any]) -> dict[str, Any]:
+                   reporter: Reporter, threads: int, context: BuildContext, runners: dict[str, Any]) -> dict[str, Any]:
     """Build one target, open its runner (kept in `runners`) and compare it with PyTorch."""
     from edgevision.verify.parity import compare, judge
 
@@ -305,8 +285,8 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
     reporter.info(f"building {name}")
     start = time.perf_counter()
     try:
-        backend = importlib.import_module(_BACKEND_MODULES[target.backend])
-        entry["settings"] = backend.build(root / "model.onnx", vdir, target.precision, target.device, target.options, context)
+        entry["settings"] = build_variant(target.backend, root / "model.onnx", vdir, target.precision, target.device,
+                                          target.options, context)
         entry["build_seconds"] = round(time.perf_counter() - start, 2)
         entry["size_mb"] = round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3)
         runner, note = open_runner(entry, vdir, threads)
@@ -326,19 +306,6 @@ def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, 
     return entry
 
 
-def open_runner(entry: dict[str, Any], vdir: Path, threads: Optional[int]) -> tuple[Any, Optional[str]]:
-    """A built variant's runner, and a note when it is not the real engine: a TensorRT variant
-    without an engine here runs as CPU emulation."""
-    settings = entry["settings"]
-    files = {k: vdir / v for k, v in settings["files"].items()}
-    if entry["backend"] == "tensorrt" and "engine" not in settings["files"]:
-        from edgevision.backends.tensorrt import emulation_runner
-
-        note = "CPU emulation: onnxruntime, EfficientNMS_TRT lowered to standard ONNX; engine not built here"
-        return emulation_runner(files, settings, threads), note
-    return create_runner(entry["backend"], files, settings, threads), None
-
-
 def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseline: Optional[dict[str, Any]],
                           reporter: Reporter, threads: int) -> dict[str, Any]:
     """What int8 builds need: the calibration set (loaded once), the cache switch, and the accuracy
@@ -352,7 +319,7 @@ def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseli
         return {}
     reporter.info(f"loading {spec.count} calibration images ({spec.source}{': ' + str(spec.path) if spec.path else ''})")
     calib = load_calibration(spec, InputSpec.from_dict(recipe.input.model_dump()), reporter.info)
-    context: dict[str, Any] = {"calibration": calib, "cache": spec.cache, "log": reporter.info}
+    context: dict[str, Any] = {"calibration": calib, "cache": spec.cache}
     metric = METRIC[recipe.task]
     limit = getattr(recipe.verify.max_drop, metric)
     if spec.accuracy_control:

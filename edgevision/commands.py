@@ -61,7 +61,8 @@ def benchmark(
 ) -> None:
     """Measure every variant against PyTorch FP32: accuracy, latency, throughput, memory; write reports."""
     from edgevision.bench.report import write_reports
-    from edgevision.bench.run import BenchOptions, benchmark as run_benchmark
+    from edgevision.api import benchmark as run_benchmark
+    from edgevision.bench.run import BenchOptions
     from edgevision.console import RichReporter, print_report
     from edgevision.errors import RecipeError
 
@@ -188,7 +189,7 @@ def random_checkpoint(
     Speed and parity are real; accuracy is meaningless. (Plain random weights leave BatchNorm at
     mean 0 / var 1: features collapse and every score ties.)"""
     from edgevision.errors import RecipeError
-    from edgevision.models.batchnorm import reestimated_checkpoint
+    from edgevision.random_weights import reestimated_checkpoint
     from edgevision.recipe import load_recipe
 
     if out.exists() and not force:

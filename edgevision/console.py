@@ -1,31 +1,12 @@
-"""How compile/train talk to the user: a Reporter (plain or rich) and the summary table."""
+"""How the command line talks to the user: a rich progress Reporter and the summary tables."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from edgevision.reporting import Reporter
 from edgevision.tasks import METRIC, METRIC_TITLE
-
-
-class Reporter:
-    """Plain-text progress, used by the Python API; the CLI passes a RichReporter."""
-
-    def info(self, message: str) -> None:
-        print(message, flush=True)
-
-    @contextmanager
-    def task(self, description: str, total: int) -> Iterator[Callable[..., None]]:
-        """Yield advance(n=1, note=''); plain mode prints the description only."""
-        self.info(description)
-        yield lambda n=1, note="": None
-
-
-class SilentReporter(Reporter):
-    """Says nothing (tests, benchmark scripts)."""
-
-    def info(self, message: str) -> None:
-        pass
 
 
 class RichReporter(Reporter):

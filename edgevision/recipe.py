@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edgevision.backends.base import BACKEND_PRECISIONS, unknown_options
+from edgevision.backends.base import BACKENDS, unknown_options
 from edgevision.errors import RecipeError
 from edgevision.recipe_errors import format_errors
 from edgevision.recipe_yaml import parse_yaml, read_recipe_text
@@ -22,7 +23,7 @@ from edgevision.tasks import DETECTION_TASKS
 
 Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-Backend = Literal["onnxruntime", "openvino", "tensorrt"]
+Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # the backend table, backends/base.py
 
 
 class _Strict(BaseModel):
@@ -149,25 +150,30 @@ class ExportSpec(_Strict):
 class TargetSpec(_Strict):
     backend: Backend
     precision: Precision = "fp32"
-    device: Text = Field("cpu", max_length=40, description="cpu, gpu, npu or auto (OpenVINO); cpu or cuda (ONNX Runtime); "
-                        "cuda (TensorRT, the default there).")
-    options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific settings.")
+    device: Text = Field(None, max_length=40, validate_default=False, description="Where it runs: " + "; ".join(
+        f"{b.name}: {', '.join(b.devices)} (default {b.devices[0]})" for b in BACKENDS.values()) + ".")
+    options: dict[str, Any] = Field(default_factory=dict, description="Backend-specific settings: " + "; ".join(
+        f"{b.name}: {', '.join(b.options)}" for b in BACKENDS.values()) + ".")
 
     @model_validator(mode="before")
     @classmethod
     def _default_device(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("backend") == "tensorrt" and "device" not in data:
-            return {**data, "device": "cuda"}
+        if isinstance(data, dict) and isinstance(data.get("backend"), str) and data["backend"] in BACKENDS \
+                and data.get("device") is None:
+            return {**data, "device": BACKENDS[data["backend"]].devices[0]}
         return data
 
     @model_validator(mode="after")
     def _supported(self) -> "TargetSpec":
-        allowed = BACKEND_PRECISIONS[self.backend]
-        if self.precision not in allowed:
+        info = BACKENDS[self.backend]
+        if self.precision not in info.precisions:
             raise ValueError(
                 f"backend '{self.backend}' does not build precision '{self.precision}' yet "
-                f"(supported: {', '.join(allowed)})"
+                f"(supported: {', '.join(info.precisions)})"
             )
+        if re.split(r"[:.]", self.device.lower())[0] not in info.devices:  # cuda:1, GPU.0
+            raise ValueError(f"backend '{self.backend}' has no device '{self.device}' (its devices: "
+                             f"{', '.join(info.devices)}; cuda:N picks a GPU)")
         problem = unknown_options(self.backend, self.options)  # before any training or export
         if problem:
             raise ValueError(problem)
@@ -328,11 +334,15 @@ class Recipe(_Strict):
         model = data.get("model") if isinstance(data, dict) else None
         if not isinstance(model, dict) or not isinstance(model.get("source"), str):
             return data
+        if not model["source"].startswith(("ultralytics", "timm:")):
+            return data
         from edgevision.models.external import is_external, recipe_defaults
 
         if not is_external(model["source"]):
             return data
-        given = data.get("input") if isinstance(data.get("input"), dict) else {}
+        if data.get("input") is not None and not isinstance(data["input"], dict):
+            return data  # validation says what is wrong with it
+        given = data.get("input") or {}
         known = ("size", "mean", "std") if model["source"].startswith("timm:") else ("size", "mean", "std", "resize")
         if all(k in given for k in known) and (model.get("labels") or model.get("num_classes")) and data.get("task"):
             return data  # complete (e.g. a manifest's recipe): the source is not read again

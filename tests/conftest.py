@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgevision.console import SilentReporter
+from edgevision.reporting import SilentReporter
 
 
 Quiet = SilentReporter  # the tests' name for it
@@ -52,7 +52,7 @@ def recipe_dict(name: str, task: str, source: str, size: int, out: Path, **extra
 
 def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
     """Random weights with BatchNorm statistics re-estimated on shapes images (see batchnorm.py)."""
-    from edgevision.models.batchnorm import reestimated_checkpoint
+    from edgevision.random_weights import reestimated_checkpoint
 
     return reestimated_checkpoint(recipe_data, path)
 

@@ -19,10 +19,11 @@ import pytest
 from PIL import Image
 
 from conftest import Quiet, calibrated_checkpoint, recipe_dict, write_recipe
-from edgevision.bench.latency import MIN_ROUNDS, interleaved, summarize
+from edgevision.verify.latency import MIN_ROUNDS, interleaved, summarize
 from edgevision.bench.report import render_html, render_markdown, write_reports
 from edgevision.bench.schema import json_schema
-from edgevision.bench.run import BenchOptions, benchmark
+from edgevision.api import benchmark
+from edgevision.bench.run import BenchOptions
 from edgevision.errors import ArtifactError, RecipeError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import Quiet, ROOT
 from edgevision import api
-from edgevision.models.batchnorm import reestimated_checkpoint
+from edgevision.random_weights import reestimated_checkpoint
 from edgevision.recipe import load_recipe, parse_recipe
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))

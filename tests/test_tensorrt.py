@@ -10,7 +10,8 @@ import onnx
 import pytest
 
 import edgevision
-from edgevision.backends.tensorrt import choose_nms_form, installed_version
+from edgevision.backends.tensorrt import installed_version
+from edgevision.builders.tensorrt import choose_nms_form
 from edgevision.data import ShapesDataset
 from edgevision.errors import BackendError, BackendNotInstalled
 from edgevision.export.nms import EFFICIENT_NMS, efficient_nms_attributes
@@ -67,7 +68,7 @@ def test_onnx_nms_form_on_request(compiled) -> None:  # noqa: ANN001
     # one batch limit: the variant records its engine's, and predict() splits a longer list to fit it
     info = json.loads((root / "tensorrt-fp32" / "variant.json").read_text())
     assert manifest["input"]["max_batch"] == 64 and info["input"]["max_batch"] == 4
-    from edgevision.api import open_runner
+    from edgevision.builders import open_runner
     from edgevision.data import ShapesDataset
     from edgevision.runtime.predictor import Predictor
 
@@ -90,13 +91,16 @@ def test_nms_form_defaults_by_tensorrt_version() -> None:
 
 
 def test_bad_tensorrt_settings_fail_the_variant(compiled) -> None:  # noqa: ANN001
-    from edgevision.errors import VerificationFailed
+    from edgevision.errors import RecipeError, VerificationFailed
 
-    with pytest.raises(VerificationFailed) as e:
-        compiled("trt_bad", "classification", "mobilenet_v3_small", 64,
+    with pytest.raises(RecipeError, match=r"targets\[0\]: backend 'tensorrt' has no device 'cpu' \(its devices: cuda"):
+        compiled("trt_cpu", "classification", "mobilenet_v3_small", 64,
                  targets=[{"backend": "tensorrt", "device": "cpu"}, {"backend": "onnxruntime"}])
+    with pytest.raises(VerificationFailed) as e:  # a value only the builder checks: that variant fails, not the compile
+        compiled("trt_bad", "detection", "ssdlite320_mobilenet_v3_large", 160,
+                 targets=[{"backend": "tensorrt", "options": {"nms": "bogus"}}, {"backend": "onnxruntime"}])
     variants = {v["name"]: v for v in e.value.manifest["variants"]}
-    assert variants["tensorrt-fp32"]["status"] == "error" and "device must be cuda" in variants["tensorrt-fp32"]["reasons"][0]
+    assert variants["tensorrt-fp32"]["status"] == "error" and "options.nms must be one of" in variants["tensorrt-fp32"]["reasons"][0]
     assert variants["onnxruntime-fp32"]["status"] == "passed"
 
 

@@ -62,7 +62,7 @@ def test_segmentation_predictor_is_thread_safe(unet_artifact, variant: str) -> N
 
 
 def test_pytorch_reference_predictor_is_thread_safe(compiled) -> None:  # noqa: ANN001
-    from edgevision.api import reference_predictor
+    from edgevision.verify.reference import reference_predictor
 
     manifest, _ = compiled("ssdlite", "detection", "ssdlite320_mobilenet_v3_large", 160, **SSD_EXTRA)
     with reference_predictor(manifest, threads=2) as model:
@@ -70,7 +70,7 @@ def test_pytorch_reference_predictor_is_thread_safe(compiled) -> None:  # noqa: 
 
 
 def test_tensorrt_variant_emulated_on_cpu_is_thread_safe(compiled) -> None:  # noqa: ANN001
-    from edgevision.api import open_runner
+    from edgevision.builders import open_runner
 
     _, root = compiled("ssdlite_trt", "detection", "ssdlite320_mobilenet_v3_large", 160,
                        export={"nms": {"score_threshold": 0.3}}, targets=[{"backend": "onnxruntime"}, {"backend": "tensorrt"}])

@@ -16,7 +16,7 @@ import edgevision
 from edgevision import api
 from edgevision.errors import ModelSourceError, RecipeError
 from edgevision.models import external
-from edgevision.models.batchnorm import reestimated_checkpoint
+from edgevision.random_weights import reestimated_checkpoint
 from edgevision.models.sources import build_model
 from edgevision.ops.nms import box_iou
 from edgevision.recipe import parse_recipe
@@ -43,7 +43,7 @@ def yolo_recipe(name: str, config: str, out: Path, **extra: Any) -> dict[str, An
 @pytest.fixture(scope="module")
 def yolo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]]:
     """kind -> (the Ultralytics model, artifact dir): random weights, BatchNorm re-estimated, the
-    class head spread so that scores are not all ties (batchnorm.spread_class_logits)."""
+    class head spread so that scores are not all ties (random_weights.spread_class_logits)."""
     root, out = tmp_path_factory.mktemp("yolo"), {}
     for kind, (task, config) in TASKS.items():
         data = yolo_recipe(f"yolo-{kind}", config, root)

@@ -1,4 +1,4 @@
-"""The Runner protocol shared by every backend, and the backend registry.
+"""The backend table (BACKENDS), and the Runner protocol shared by every backend's runner.
 
 This module imports nothing heavy: the runtime and `edgevision --help` load it with no
 backend installed. Backend packages are imported only when a runner is created.
@@ -15,26 +15,41 @@ import numpy as np
 
 INPUT_NAME = "images"  # the network input of every exported graph
 
-# What each backend can build today; the recipe validates targets against this table.
-BACKEND_PRECISIONS: Dict[str, Tuple[str, ...]] = {
-    "onnxruntime": ("fp32", "int8"),
-    "openvino": ("fp32", "bf16", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),
-}
+@dataclass(frozen=True)
+class Backend:
+    """One backend, everything the rest of edgevision needs to know about it: the recipe schema
+    (precisions, devices, options), `edgevision --help`, the compile (builder, CPU verification) and
+    the runtime (runner, the package it needs and the pip extra that installs it)."""
 
-# The options each backend's targets[].options may set; the recipe rejects others when it loads.
-BACKEND_OPTIONS: Dict[str, Tuple[str, ...]] = {
-    "onnxruntime": ("graph_optimization_level",),
-    "openvino": ("performance_hint", "num_streams", "dynamic_shapes"),
-    "tensorrt": ("nms", "workspace_mb", "optimization_level", "max_batch"),
-}
+    name: str
+    package: str  # the Python package its runner needs
+    extra: str  # pip install 'edgevision[<extra>]'
+    precisions: Tuple[str, ...]
+    devices: Tuple[str, ...]  # device names (a prefix: cuda matches cuda:1)
+    options: Tuple[str, ...]  # what targets[].options may set; the recipe rejects others when it loads
+    runner: str  # module with the `Runner` class (device time: edgevision.backends.*)
+    builder: str  # module with `build(onnx_path, out_dir, precision, device, options, BuildContext)` (edgevision.builders.*)
+    emulation: Optional[str] = None  # builder function that verifies a variant on CPU where its engine cannot run
+    emulation_package: Optional[str] = None  # the package the emulation needs
+
+
+BACKENDS: Dict[str, Backend] = {b.name: b for b in (
+    Backend("onnxruntime", "onnxruntime", "onnxruntime", ("fp32", "int8"), ("cpu", "cuda", "tensorrt"),
+            ("graph_optimization_level",), "edgevision.backends.onnxruntime", "edgevision.builders.onnxruntime"),
+    Backend("openvino", "openvino", "openvino", ("fp32", "bf16", "fp16", "int8"), ("cpu", "gpu", "npu", "auto"),
+            ("performance_hint", "num_streams", "dynamic_shapes"), "edgevision.backends.openvino",
+            "edgevision.builders.openvino"),
+    Backend("tensorrt", "tensorrt", "tensorrt", ("fp32", "fp16", "int8"), ("cuda", "gpu", "dla"),
+            ("nms", "workspace_mb", "optimization_level", "max_batch"), "edgevision.backends.tensorrt",
+            "edgevision.builders.tensorrt", emulation="emulation_runner", emulation_package="onnxruntime"),
+)}
 
 
 def unknown_options(backend: str, options: Dict[str, Any]) -> Optional[str]:
     """None, or what is wrong with a target's option names, with the nearest known name."""
     import difflib
 
-    known = BACKEND_OPTIONS[backend]
+    known = BACKENDS[backend].options
     unknown = sorted(set(options) - set(known))
     if not unknown:
         return None
@@ -43,25 +58,11 @@ def unknown_options(backend: str, options: Dict[str, Any]) -> Optional[str]:
     return f"{backend} has no option {', '.join(hints)}; its options: {', '.join(known)}"
 
 
-# backend -> (module with a `Runner` class, python package, pip extra)
-_RUNNERS: Dict[str, Tuple[str, str, str]] = {
-    "onnxruntime": ("edgevision.backends.onnxruntime", "onnxruntime", "onnxruntime"),
-    "openvino": ("edgevision.backends.openvino", "openvino", "openvino"),
-    "tensorrt": ("edgevision.backends.tensorrt", "tensorrt", "tensorrt"),
-}
-
-
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     shape: Tuple[Any, ...]  # ints, or str/None for dynamic dimensions
     dtype: str
-
-
-# Every backend module has
-#   build(onnx_path, out_dir, precision, device, options, context=None) -> runtime settings
-# where context carries what some targets need beyond model.onnx (detection: the graph before
-# the NMS, and the NMS parameters), and a `Runner` class.
 
 
 class Runner(Protocol):
@@ -142,10 +143,10 @@ def create_runner(backend: str, files: Dict[str, Path], settings: Dict[str, Any]
     in_flight): CPU backends split the threads between them instead of each call taking them all."""
     from edgevision.errors import BackendError
 
-    if backend not in _RUNNERS:
-        known = ", ".join(sorted(_RUNNERS))
+    if backend not in BACKENDS:
+        known = ", ".join(sorted(BACKENDS))
         raise BackendError(f"unknown backend '{backend}' (known: {known})")
-    module, package, extra = _RUNNERS[backend]
-    require(package, backend, extra)
-    cls = importlib.import_module(module).Runner
+    info = BACKENDS[backend]
+    require(info.package, backend, info.extra)
+    cls = importlib.import_module(info.runner).Runner
     return cls(files=files, settings=settings, threads=threads, streams=streams)

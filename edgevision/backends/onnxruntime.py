@@ -1,50 +1,21 @@
-"""ONNX Runtime: build (copy the verified ONNX) and run (CPU, or CUDA when asked)."""
+"""ONNX Runtime: run a variant (CPU, or CUDA / TensorRT providers when asked); builders/onnxruntime.py builds it."""
 
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edgevision.backends.base import RunnerBase, TensorSpec, require, unknown_options
+from edgevision.backends.base import RunnerBase, TensorSpec, require
 from edgevision.errors import BackendError
 
-_PROVIDERS = {
+PROVIDERS = {
     "cpu": ["CPUExecutionProvider"],
     "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
-
-
-def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
-          context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write the variant's files into out_dir; return its runtime settings. int8 reads
-    context["calibration"] (a CalibrationSet), and context["accuracy"] for accuracy control."""
-    if device not in _PROVIDERS:
-        raise BackendError(f"onnxruntime: unknown device '{device}' (known: {', '.join(_PROVIDERS)})")
-    if precision not in ("fp32", "int8"):
-        raise BackendError(f"onnxruntime: precision '{precision}' is not built by this version (fp32, int8)")
-    problem = unknown_options("onnxruntime", options)
-    if problem:
-        raise BackendError(problem)
-    settings: Dict[str, Any] = {
-        "files": {"model": "model.onnx"},
-        "device": device,
-        "graph_optimization_level": options.get("graph_optimization_level", "all"),
-    }
-    if precision == "int8":
-        import onnx
-
-        from edgevision.quantize.onnx_qdq import quantize_onnx
-
-        model, settings["quantization"] = quantize_onnx(onnx.load(str(onnx_path)), "onnxruntime", context or {})
-        onnx.save_model(model, str(out_dir / "model.onnx"))
-    else:
-        shutil.copyfile(onnx_path, out_dir / "model.onnx")
-    return settings
 
 
 class Runner(RunnerBase):
@@ -66,7 +37,7 @@ class Runner(RunnerBase):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        wanted = _PROVIDERS[settings.get("device", "cpu")]
+        wanted = PROVIDERS[settings.get("device", "cpu")]
         available = ort.get_available_providers()
         if wanted[0] not in available:
             raise BackendError(

@@ -1,7 +1,7 @@
-"""OpenVINO: build (ONNX -> IR, FP32 weights unless fp16) and run (CPU LATENCY hint by default).
+"""OpenVINO: run a variant's IR (CPU LATENCY hint by default); builders/openvino.py builds it.
 
-The inference precision is always set explicitly: on CPUs with AMX the default is bf16, which
-silently breaks FP32 parity (README, "Facts this is built on").
+The inference precision is always set explicitly (by the builder, in the variant's settings): on
+CPUs with AMX the default is bf16, which silently breaks FP32 parity (README, "Facts this is built on").
 """
 
 from __future__ import annotations
@@ -15,49 +15,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgevision.backends.base import RunnerBase, TensorSpec, require, unknown_options
+from edgevision.backends.base import RunnerBase, TensorSpec, require
 from edgevision.errors import BackendError
 
-_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the float remainder in f32
-_DEVICES = {"cpu": "CPU", "gpu": "GPU", "npu": "NPU", "auto": "AUTO"}
-
-
-def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: Dict[str, Any],
-          context: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    ov = require("openvino", "openvino", "openvino")
-    if device.lower() not in _DEVICES:
-        raise BackendError(f"openvino: unknown device '{device}' (known: {', '.join(_DEVICES)})")
-    if precision not in _HINTS:
-        raise BackendError(f"openvino: precision '{precision}' is not built by this version ({', '.join(_HINTS)})")
-    problem = unknown_options("openvino", options)
-    if problem:
-        raise BackendError(problem)
-    try:
-        model = ov.Core().read_model(str(onnx_path))
-    except Exception as e:
-        raise BackendError(f"openvino could not read {onnx_path.name}: {e}") from None
-    _keep_onnx_output_names(model, onnx_path)
-    quantization = None
-    if precision == "int8":
-        from edgevision.quantize.calibration import require_calibration
-        from edgevision.quantize.nncf_ov import quantize_openvino
-
-        context = context or {}
-        calib = require_calibration(context, "openvino")
-        model, quantization = quantize_openvino(model, calib, context.get("log", print), context.get("accuracy"))
-        quantization["calibration"] = calib.describe()
-    # FP32, BF16 and INT8 keep FP32 weights (FP16 compression changes detections: README, "Facts this is built on").
-    ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=(precision == "fp16"))
-    hint = options.get("performance_hint", "LATENCY")
-    config = {"INFERENCE_PRECISION_HINT": _HINTS[precision], "PERFORMANCE_HINT": hint}
-    if "num_streams" in options:
-        config["NUM_STREAMS"] = str(options["num_streams"])
-    settings = {"files": {"model": "model.xml", "weights": "model.bin"}, "device": _DEVICES[device.lower()], "config": config,
-                # False: the runner compiles for the input shapes of each call (static shapes run faster)
-                "dynamic_shapes": bool(options.get("dynamic_shapes", False))}
-    if quantization is not None:
-        settings["quantization"] = quantization
-    return settings
 
 
 class Runner(RunnerBase):
@@ -179,15 +139,6 @@ class Runner(RunnerBase):
     def close(self) -> None:
         with self._lock:
             self._compiled.clear()
-
-
-def _keep_onnx_output_names(model: Any, onnx_path: Path) -> None:
-    """Give each output exactly its ONNX name (OpenVINO may add others, e.g. 'argmax')."""
-    import onnx
-
-    names = [o.name for o in onnx.load(str(onnx_path), load_external_data=False).graph.output]
-    for port, name in zip(model.outputs, names):
-        port.get_tensor().set_names({name})
 
 
 def _spec(port: Any, name: Optional[str] = None) -> TensorSpec:

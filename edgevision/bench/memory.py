@@ -42,16 +42,16 @@ def _peak_mb() -> float:
 
 
 def measure(artifact: Path, name: str, image: Path, threads: Optional[int], iterations: int) -> Dict[str, Any]:
-    import edgevision
+    from edgevision.runtime import load
 
     start = _status_mb("VmRSS")
     if name == BASELINE:
-        from edgevision import api
         from edgevision.artifact import read_manifest
+        from edgevision.verify.reference import reference_predictor
 
-        predictor = api.reference_predictor(read_manifest(artifact), threads)
+        predictor = reference_predictor(read_manifest(artifact), threads)
     else:
-        predictor = edgevision.load(artifact / name, threads=threads)
+        predictor = load(artifact / name, threads=threads)
     with predictor:
         for _ in range(iterations):
             predictor.predict(str(image))

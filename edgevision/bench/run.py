@@ -19,12 +19,12 @@ from typing import Any, Dict, List, Optional
 
 from edgevision.artifact import inside, read_manifest, read_variant, verify_files
 from edgevision.bench.advice import from_report
-from edgevision.bench.latency import interleaved, summarize
+from edgevision.verify.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
-from edgevision.console import Reporter
+from edgevision.reporting import Reporter
 from edgevision.tasks import METRIC
-from edgevision.errors import BackendNotInstalled, EdgeVisionError, RecipeError, VerificationFailed
+from edgevision.errors import BackendNotInstalled, EdgeVisionError, RecipeError
 
 QUICK = {"iterations": 30, "warmup": 3, "batch_sizes": [1], "async_seconds": 1.0, "accuracy_images": 50}
 MEMORY_ITERATIONS = 10
@@ -57,39 +57,6 @@ class _Model:
     timed: bool = True
 
 
-def resolve_artifact(target: Path, reporter: Reporter) -> Path:
-    """An artifact folder as given, or a recipe's artifact: compiled first when it is missing or
-    was built from a different recipe. A compile that fails still leaves <output>.failed, which
-    is benchmarked so the failing variants show in the report."""
-    from edgevision.recipe import load_recipe
-
-    target = Path(target)
-    if target.is_dir():
-        read_manifest(target)  # a clear error if this is not an artifact
-        return target
-    if not target.exists():
-        raise RecipeError(f"{target}: neither an artifact folder nor a recipe file")
-    recipe = load_recipe(target)
-    out = recipe.output_dir
-    try:
-        current = read_manifest(out)["recipe"]["sha256"] == recipe.digest()
-    except EdgeVisionError:
-        current = False
-    if current:
-        reporter.info(f"benchmarking {out} (built from this recipe)")
-        return out
-    from edgevision import api
-
-    reporter.info(f"{out} is missing or was built from another version of {target}: compiling it first")
-    try:
-        api.compile(recipe, reporter=reporter)
-    except VerificationFailed as e:
-        failed = out.with_name(out.name + ".failed")
-        reporter.info(f"compile failed ({e}); benchmarking {failed} so the failures are reported")
-        return failed
-    return out
-
-
 def settings_for(manifest: Dict[str, Any], options: BenchOptions) -> Dict[str, Any]:
     from edgevision.recipe import BenchmarkSpec
 
@@ -111,11 +78,12 @@ def settings_for(manifest: Dict[str, Any], options: BenchOptions) -> Dict[str, A
     return s
 
 
-def benchmark(target: Path, options: Optional[BenchOptions] = None, reporter: Optional[Reporter] = None) -> Dict[str, Any]:
-    """Measure an artifact (or a recipe's artifact); return the report (see bench/report.py)."""
+def benchmark_artifact(artifact: Path, options: Optional[BenchOptions] = None,
+                       reporter: Optional[Reporter] = None) -> Dict[str, Any]:
+    """Measure an artifact; return the report (see bench/report.py). api.benchmark also takes a
+    recipe, compiled first when needed."""
     options, reporter = options or BenchOptions(), reporter or Reporter()
     started = time.perf_counter()
-    artifact = resolve_artifact(Path(target), reporter)
     manifest = read_manifest(artifact)
     s = settings_for(manifest, options)
     models = _open_models(artifact, manifest, s, options.variants, reporter)
@@ -137,8 +105,9 @@ def benchmark(target: Path, options: Optional[BenchOptions] = None, reporter: Op
 
 def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], names: Optional[List[str]],
                  reporter: Reporter) -> List[_Model]:
-    from edgevision import api
+    from edgevision.builders import open_runner
     from edgevision.runtime.predictor import Predictor
+    from edgevision.verify.reference import reference_predictor
 
     known = [v["name"] for v in manifest["variants"]]
     unknown = [n for n in (names or []) if n not in known]
@@ -147,7 +116,7 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
     base = _Model({"name": BASELINE, "backend": "torch", "precision": "fp32", "device": "cpu", "baseline": True,
                    "status": "reference", "reasons": [], "notes": []})
     try:
-        base.predictor = api.reference_predictor(manifest, s["threads"])
+        base.predictor = reference_predictor(manifest, s["threads"])
     except (EdgeVisionError, ImportError) as e:
         base.row.update(status="skipped", reasons=[f"PyTorch baseline not available: {e}"])
     models = [base]
@@ -165,7 +134,7 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
             vdir = inside(artifact, v["name"], "variant")
             info = read_variant(vdir)
             verify_files(vdir, info["files"])
-            runner, note = api.open_runner(info, vdir, s["threads"])
+            runner, note = open_runner(info, vdir, s["threads"])
         except BackendNotInstalled as e:
             row.update(status="skipped", reasons=row["reasons"] + [str(e)])
             continue
@@ -323,7 +292,7 @@ def _memory(artifact: Path, models: List[_Model], image: Path, s: Dict[str, Any]
 
 def _report(artifact: Path, manifest: Dict[str, Any], models: List[_Model], s: Dict[str, Any], notes: List[str],
             seconds: float) -> Dict[str, Any]:
-    from edgevision import __version__
+    from edgevision.version import __version__
 
     settings = {k: s[k] for k in ("iterations", "duration", "warmup", "batch_sizes", "async_seconds", "accuracy",
                                   "memory", "accuracy_images", "quick", "threads")}

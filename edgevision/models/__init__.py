@@ -1,5 +1,3 @@
-"""Model sources (torchvision builders, module:factory, checkpoints) and edgevision's own models."""
-
-from edgevision.models.sources import build_model
-
-__all__ = ["build_model"]
+"""Model sources (torchvision builders, Ultralytics, timm, module:factory, checkpoints) and
+edgevision's own models. Import the modules (sources.build_model, ...): importing the package
+imports nothing, so the recipe can ask models.external about a source without loading PyTorch."""

@@ -125,6 +125,8 @@ def _checkpoint(model: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     if path is None:
         raise ModelSourceError("model.source 'ultralytics' needs model.checkpoint (a .pt file from Ultralytics "
                                "training), or use 'ultralytics:<model>.yaml' for an architecture with random weights")
+    if not isinstance(path, (str, Path)):
+        raise ModelSourceError(f"model.checkpoint: expected a file path, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise ModelSourceError(f"model.checkpoint: file not found: {path}")
@@ -158,6 +160,7 @@ def _task_of(model: Any, source: str) -> str:
 
 def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
     """The Ultralytics model of a recipe (FP32, eval, not fused: BatchNorm stays re-estimable)."""
+    _import("ultralytics", "ultralytics")  # first: Ultralytics' import-time patches are undone there
     config = _yaml_of(spec.source)
     if config is None:
         import copy
@@ -174,7 +177,7 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
         except TypeError as e:
             raise ModelSourceError(f"model.source '{spec.source}': cannot build with kwargs {sorted(spec.kwargs)}: {e}") from None
         if load_checkpoint and spec.checkpoint is not None:
-            from edgevision.models.sources import load_state
+            from edgevision.models.checkpoints import load_state
 
             load_state(model, spec.checkpoint)
     for m in model.modules():  # Ultralytics' export does the same: no in-place ops in the traced graph

@@ -85,9 +85,8 @@ def load_calibration(spec: Any, input_spec: InputSpec, log: Callable[[str], None
     return CalibrationSet(inputs, where, spec.method, skipped, time.perf_counter() - start)
 
 
-def require_calibration(context: dict[str, Any], backend: str) -> CalibrationSet:
+def require_calibration(calib: Optional[CalibrationSet], backend: str) -> CalibrationSet:
     """The calibration set an int8 build was given, or a clear error."""
-    calib = context.get("calibration")
     if calib is None:
         raise DataError(f"{backend}: int8 needs calibration images (recipe 'calibration' section)")
     return calib

@@ -135,19 +135,19 @@ def _float_into_tail(model: onnx.ModelProto, tail: Sequence[str]) -> onnx.ModelP
     return model
 
 
-def quantize_onnx(model: onnx.ModelProto, profile: str, context: dict[str, Any],
+def quantize_onnx(model: onnx.ModelProto, profile: str, calibration: Optional[CalibrationSet], cache: bool = True,
+                  probe: Any = None, log: Callable[[str], None] = print,
                   finish: Optional[Callable[[onnx.ModelProto], onnx.ModelProto]] = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """What a backend's int8 build calls: calibrate + Q/DQ, with accuracy control when the recipe
     asks for it. `finish` turns a candidate into the graph that is scored (TensorRT: NMS appended
     and lowered)."""
-    calib = require_calibration(context, profile)
-    cache, probe = context.get("cache", True), context.get("accuracy")
+    calib = require_calibration(calibration, profile)
     if probe is None:
         model, info = quantize_qdq(model, calib, profile, cache=cache)
     else:
         score = (lambda m: probe.score_onnx(finish(m))) if finish else probe.score_onnx
         model, info = control_accuracy(model, calib, profile, cache, score, probe.baseline, probe.max_drop,
-                                       context.get("log", print))
+                                       log)
     if profile == "tensorrt":
         problems = check_tensorrt_qdq(model)
         if problems:

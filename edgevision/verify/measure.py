@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgevision.bench.latency import interleaved, summarize
-from edgevision.console import Reporter
+from edgevision.verify.latency import interleaved, summarize
+from edgevision.reporting import Reporter
 from edgevision.tasks import METRIC, METRIC_TITLE
 from edgevision.data.shapes import ShapesDataset
 from edgevision.recipe import Recipe

@@ -1,0 +1,52 @@
+"""Compile time: turn the verified ONNX into each backend's files (edgevision.backends.* run them).
+
+One module per backend, each with `build(onnx_path, out_dir, precision, device, options, context)`
+returning the variant's runtime settings; `build_variant` picks it from the backend table
+(backends/base.BACKENDS), and `open_runner` opens a built variant here for verification and the
+benchmark. The runtime never imports this package (import-linter contract).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
+
+from edgevision.backends.base import BACKENDS, create_runner
+
+if TYPE_CHECKING:
+    from edgevision.ops.nms import NMSParams
+    from edgevision.quantize.accuracy import AccuracyProbe
+    from edgevision.quantize.calibration import CalibrationSet
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a target needs beyond model.onnx."""
+
+    pre_nms: Optional[Path] = None  # detection: the graph before the NMS (TensorRT appends its own form)
+    nms: Optional["NMSParams"] = None  # detection: the NMS parameters of the graph
+    calibration: Optional["CalibrationSet"] = None  # int8: the calibration images, pre-processed
+    cache: bool = True  # int8: reuse cached calibration statistics
+    accuracy: Optional["AccuracyProbe"] = None  # int8 with calibration.accuracy_control
+    log: Callable[[str], None] = print
+
+
+def build_variant(backend: str, onnx_path: Path, out_dir: Path, precision: str, device: str,
+                  options: Dict[str, Any], context: BuildContext) -> Dict[str, Any]:
+    """Write a variant's files into out_dir with its backend's builder; return its runtime settings."""
+    module = importlib.import_module(BACKENDS[backend].builder)
+    return module.build(onnx_path, out_dir, precision, device, options, context)
+
+
+def open_runner(entry: Dict[str, Any], vdir: Path, threads: Optional[int]) -> Tuple[Any, Optional[str]]:
+    """A built variant's runner on this machine (variant entry: backend, settings), and a note when it
+    is not the real engine: a TensorRT variant without an engine here runs as CPU emulation."""
+    settings = entry["settings"]
+    files = {k: vdir / v for k, v in settings["files"].items()}
+    info = BACKENDS[entry["backend"]]
+    if info.emulation is not None and "engine" not in settings["files"]:
+        emulate = getattr(importlib.import_module(info.builder), info.emulation)
+        return emulate(files, settings, threads), "CPU emulation: onnxruntime, EfficientNMS_TRT lowered to standard ONNX; engine not built here"
+    return create_runner(entry["backend"], files, settings, threads), None

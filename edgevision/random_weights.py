@@ -1,0 +1,72 @@
+"""Random weights that measure something: for parity checks, benchmarks and `edgevision
+random-checkpoint`, where pretrained weights cannot be had. BatchNorm statistics are re-estimated
+(models/batchnorm.py) and a random Ultralytics class head is spread, so scores are neither ties
+nor all at the prior. Speed and parity are real; accuracy is meaningless."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> Path:
+    """Save random weights for a recipe's model, with BatchNorm statistics re-estimated on
+    generated shapes images pushed through the exported part of the model (the detection adapter
+    for detectors). Used by the tests and the benchmarks, where pretrained weights cannot be had."""
+    from edgevision.data.shapes import ShapesDataset
+    from edgevision.export.detection import detection_adapter
+    from edgevision.export.onnx_export import ExportWrapper
+    from edgevision.models.batchnorm import reestimate_batchnorm
+    from edgevision.models.sources import build_model
+    from edgevision.recipe import ExportSpec
+    from edgevision.recipe import InputSpec as RecipeInput
+    from edgevision.recipe import ModelSpec
+    from edgevision.tasks import DETECTION_TASKS
+    from edgevision.runtime.preprocess import InputSpec, preprocess
+    from edgevision.runtime.proposals import proposal_batch
+
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
+    spec = InputSpec.from_dict(RecipeInput(**recipe_data["input"]).model_dump())  # recipe defaults filled in
+    data = ShapesDataset(images, seed=7, size=tuple(spec.size))
+    task = recipe_data["task"]
+    if task in DETECTION_TASKS and hasattr(model, "roi_heads") and not _has_batchnorm(getattr(getattr(model, "roi_heads", None), "mask_head", None),
+                                                      getattr(getattr(model, "roi_heads", None), "keypoint_head", None)):
+        task = "detection"  # R-CNN mask / keypoint heads without BatchNorm: skip running them (slow on CPU)
+    proposals = ExportSpec(**recipe_data.get("export", {})).proposals
+    core = detection_adapter(model, spec.size, task, proposals) if task in DETECTION_TASKS else model
+    wrapper = ExportWrapper(core, task, spec.layout)
+    batches = [preprocess([data[k].image for k in range(i, min(i + 4, images))], spec) for i in range(0, images, 4)]
+    if proposals is None:
+        reestimate_batchnorm(wrapper, (torch.from_numpy(x) for x, _ in batches))
+        if hasattr(core, "head") and hasattr(core.head, "cv3"):  # Ultralytics
+            spread_class_logits(core, torch.from_numpy(np.concatenate([x for x, _ in batches])))
+    else:  # the second stage on the runtime's default proposals
+        reestimate_batchnorm(wrapper, batches, lambda b: wrapper(torch.from_numpy(b[0]), torch.from_numpy(
+            proposal_batch(None, b[1], proposals.max, spec.size))))
+    torch.save(model.state_dict(), path)
+    return Path(path)
+
+
+def spread_class_logits(adapter: nn.Module, images: torch.Tensor, mean: float = -4.0, std: float = 1.5) -> None:
+    """Rescale a random Ultralytics head's last class convolutions so that its logits on `images`
+    have this mean and spread. Random weights otherwise saturate the sigmoid (thousands of scores of
+    exactly 1.0: ties), or start every class at Ultralytics' prior (1e-4: nothing detected). With
+    N(-4, 1.5^2), about 3% of (box, class) pairs pass a 0.25 threshold, like a trained detector."""
+    with torch.no_grad():
+        feats = adapter.features(images)
+        for level, branch in zip(feats, adapter.head.cv3):
+            last = branch[-1]
+            logits = branch(level) - last.bias.view(1, -1, 1, 1)
+            scale = std / float(logits.std().clamp(min=1e-6))
+            last.weight.mul_(scale)
+            last.bias.copy_(mean - scale * logits.mean(dim=(0, 2, 3)))
+
+
+def _has_batchnorm(*modules: Optional[nn.Module]) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for module in modules if module is not None
+               for m in module.modules())
