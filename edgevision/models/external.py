@@ -53,17 +53,17 @@ def _import_ultralytics() -> Any:
     """Import Ultralytics, then undo the process-wide patch it applies on import: its
     utils/patches.py replaces PIL's Image.open with one that, on an unreadable file, tries to
     pip-install a HEIF plug-in (or raises ModuleNotFoundError), which breaks every other image
-    reader's error handling in the process (edgevision's predict included)."""
-    try:
-        from PIL import Image
-    except ImportError:
-        return __import__("ultralytics")
-    original = Image.open
+    reader's error handling in the process (edgevision's predict included). Whoever imported it
+    first, the original is the one that module kept (`_image_open`)."""
+    import sys
+
     module = __import__("ultralytics")
     import ultralytics.nn.tasks  # noqa: F401  (what imports the patches)
 
-    if getattr(original, "__module__", "").startswith("PIL"):
-        Image.open = original
+    patches, pil = sys.modules.get("ultralytics.utils.patches"), sys.modules.get("PIL.Image")
+    original = getattr(patches, "_image_open", None)
+    if pil is not None and original is not None and pil.open is getattr(patches, "image_open", None):
+        pil.open = original
     return module
 
 
