@@ -332,28 +332,11 @@ class Recipe(_Strict):
     @classmethod
     def _source_defaults(cls, data: Any) -> Any:
         model = data.get("model") if isinstance(data, dict) else None
-        if not isinstance(model, dict) or not isinstance(model.get("source"), str):
+        if not isinstance(model, dict) or not str(model.get("source", "")).startswith(("ultralytics", "timm:")):
             return data
-        if not model["source"].startswith(("ultralytics", "timm:")):
-            return data
-        from edgevision.models.external import is_external, recipe_defaults
+        from edgevision.models.external import fill_recipe
 
-        if not is_external(model["source"]):
-            return data
-        if data.get("input") is not None and not isinstance(data["input"], dict):
-            return data  # validation says what is wrong with it
-        given = data.get("input") or {}
-        known = ("size", "mean", "std") if model["source"].startswith("timm:") else ("size", "mean", "std", "resize")
-        if all(k in given for k in known) and (model.get("labels") or model.get("num_classes")) and data.get("task"):
-            return data  # complete (e.g. a manifest's recipe): the source is not read again
-        facts = recipe_defaults(model)
-        task = data.get("task", facts.get("task"))
-        if facts.get("task") not in (None, task):
-            raise ValueError(f"model.source '{model['source']}' is a {facts['task']} model; set task: {facts['task']}")
-        filled = {k: v for k, v in facts.items() if k in ("labels", "num_classes") and not model.get("labels")
-                  and not model.get("num_classes")}
-        out = {**data, "model": {**model, **filled}, "input": {**facts.get("input", {}), **given}}
-        return {**out, "task": task} if task is not None else out
+        return fill_recipe(data)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":

@@ -211,3 +211,26 @@ def recipe_defaults(model: dict[str, Any]) -> dict[str, Any]:
     (only what it knows)."""
     source = str(model.get("source", ""))
     return _timm_defaults(source) if source.startswith(TIMM) else _ultralytics_defaults(model)
+
+
+def fill_recipe(data: dict[str, Any]) -> dict[str, Any]:
+    """A raw recipe with what its ultralytics / timm source records filled in where the recipe is
+    silent (input, labels or num_classes, task); the recipe's own values win. Raises ValueError
+    (the recipe names the field) when its task contradicts the model's."""
+    model = data["model"]
+    if not is_external(str(model["source"])):
+        return data
+    if data.get("input") is not None and not isinstance(data["input"], dict):
+        return data  # validation says what is wrong with it
+    given = data.get("input") or {}
+    known = ("size", "mean", "std") if model["source"].startswith(TIMM) else ("size", "mean", "std", "resize")
+    if all(k in given for k in known) and (model.get("labels") or model.get("num_classes")) and data.get("task"):
+        return data  # complete (e.g. a manifest's recipe): the source is not read again
+    facts = recipe_defaults(model)
+    task = data.get("task", facts.get("task"))
+    if facts.get("task") not in (None, task):
+        raise ValueError(f"model.source '{model['source']}' is a {facts['task']} model; set task: {facts['task']}")
+    filled = {k: v for k, v in facts.items() if k in ("labels", "num_classes") and not model.get("labels")
+              and not model.get("num_classes")}
+    out = {**data, "model": {**model, **filled}, "input": {**facts.get("input", {}), **given}}
+    return {**out, "task": task} if task is not None else out
