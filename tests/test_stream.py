@@ -187,6 +187,32 @@ def test_several_sources_write_one_video_each(detector: Path, clip: Path, tmp_pa
     assert [r["frame"] for r in records if r["source"] == 1] == list(range(N)) and stats["frames"] == 2 * N
 
 
+def test_ctrl_c_inside_a_frame_lands_after_it(detector: Path, clip: Path, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT right after frame 5's video frame is written, before its log line: the run stops
+    after that frame, and the video, the log and the stats agree on 6 frames (before, the log
+    lacked the frame the video had)."""
+    import os
+    import signal
+
+    from edgevision.runtime.video import VideoSink
+
+    write = VideoSink.write
+
+    def write_then_interrupt(self, source: int, image: np.ndarray) -> None:  # noqa: ANN001
+        write(self, source, image)
+        if self.frames[source] == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal is handled here, between the video frame and the log line
+
+    monkeypatch.setattr(VideoSink, "write", write_then_interrupt)
+    with edgevision.load(detector / "onnxruntime-fp32") as model:
+        stats = run(model, [str(clip)], save=tmp_path / "cut.mp4", jsonl=tmp_path / "cut.jsonl")
+    records = [json.loads(line) for line in (tmp_path / "cut.jsonl").read_text().splitlines()[:-1]]
+    assert stats["interrupted"] is True and stats["frames"] == len(records) == len(decoded(tmp_path / "cut.mp4")) == 6
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's own handler is back
+
+
 def test_sources_that_cannot_be_read_fail_clearly(detector: Path, tmp_path: Path) -> None:
     (tmp_path / "notavideo.mp4").write_text("hello")
     (tmp_path / "empty").mkdir()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Deque, Dict, List, Optional, Sequence
+from typing import IO, Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -121,10 +124,11 @@ class Display:
 
 
 class _Meter:
-    """Frames per second over the last 30 delivered frames."""
+    """Frames per second over the last 30 delivered frames, and the frames written in all."""
 
     def __init__(self) -> None:
         self.times: Deque[float] = deque(maxlen=30)
+        self.written = 0
 
     def tick(self) -> float:
         self.times.append(time.perf_counter())
@@ -132,10 +136,46 @@ class _Meter:
         return (len(self.times) - 1) / span if span > 0 else 0.0
 
 
+class _CtrlC:
+    """Ctrl-C lands between frames, never inside one: a frame's video frame, log line and callback
+    are written together, so the outputs agree on how many frames they hold. Only in the main
+    thread, and only over Python's own handler (a handler the application set is left alone)."""
+
+    def __init__(self) -> None:
+        self.busy = self.pending = False
+        self.previous: Any = None
+
+    def __enter__(self) -> "_CtrlC":
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if not self.busy:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def frame(self) -> Iterator[None]:
+        self.busy = True
+        try:
+            yield
+        finally:
+            self.busy = False
+        if self.pending:
+            raise KeyboardInterrupt
+
+
 def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, jsonl: Optional[Path] = None,
         show: bool = False, on_frame: Optional[Callable[[Frame], None]] = None, **options: Any) -> Dict[str, Any]:
     """Stream `sources` through the model, write what was asked; returns the stream's stats (with
-    "interrupted": True after Ctrl-C; the outputs are finalised either way)."""
+    "interrupted": True after Ctrl-C, and "frames": the frames written; the outputs are finalised
+    either way)."""
     paths = output_paths(save, len(sources)) if save is not None else None
     if jsonl is not None:
         _check_file_target(jsonl, "--jsonl")
@@ -143,15 +183,16 @@ def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, j
     stream = model.stream(sources, draw=bool(paths) or show, **options)
     video = VideoSink(paths, [c.fps for c in stream.captures]) if paths else None
     log: Optional[IO[str]] = None
-    interrupted = False
+    meter, interrupted = _Meter(), False
     try:
         log = jsonl.open("w", buffering=1) if jsonl is not None else None  # a line per frame, for tail -f
-        _loop(stream, video, log, display, on_frame)
+        with _CtrlC() as ctrl_c:
+            _loop(stream, video, log, display, on_frame, meter, ctrl_c)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         stream.stop()
-        stats = {**stream.stats(), "interrupted": interrupted}
+        stats = {**stream.stats(), "frames": meter.written, "interrupted": interrupted}
         if video is not None:
             stats["videos"] = [{"path": str(p), "frames": video.frames[i]} for i, p in enumerate(video.paths)
                                if i in video.writers]
@@ -165,20 +206,24 @@ def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, j
 
 
 def _loop(stream: Any, video: Optional[VideoSink], log: Optional[IO[str]], display: Optional[Display],
-          on_frame: Optional[Callable[[Frame], None]]) -> None:
-    meter = _Meter()
+          on_frame: Optional[Callable[[Frame], None]], meter: _Meter, ctrl_c: _CtrlC) -> None:
     for frame in stream:
-        fps = meter.tick()
-        if frame.overlay is not None:
-            image = frame.overlay
-            status(image, f"{fps:5.1f} FPS  {frame.latency_ms:4.0f} ms")
-            if video is not None:
-                video.write(frame.source, image)
-            if display is not None and not display.show(frame.source, image):
-                return
-        if log is not None:
-            log.write(json.dumps({"source": frame.source, "frame": frame.index, "timestamp": round(frame.timestamp, 4),
-                                  "width": int(frame.image.shape[1]), "height": int(frame.image.shape[0]),
-                                  "latency_ms": round(frame.latency_ms, 2), **coco_record(frame.result)}) + "\n")
-        if on_frame is not None:
-            on_frame(frame)
+        with ctrl_c.frame():
+            fps = meter.tick()
+            closed = False  # the window was closed ('q'): this frame is still logged, then the run ends
+            if frame.overlay is not None:
+                image = frame.overlay
+                status(image, f"{fps:5.1f} FPS  {frame.latency_ms:4.0f} ms")
+                if video is not None:
+                    video.write(frame.source, image)
+                closed = display is not None and not display.show(frame.source, image)
+            if log is not None:
+                log.write(json.dumps({"source": frame.source, "frame": frame.index,
+                                      "timestamp": round(frame.timestamp, 4), "width": int(frame.image.shape[1]),
+                                      "height": int(frame.image.shape[0]), "latency_ms": round(frame.latency_ms, 2),
+                                      **coco_record(frame.result)}) + "\n")
+            if on_frame is not None:
+                on_frame(frame)
+            meter.written += 1
+        if closed:
+            return
