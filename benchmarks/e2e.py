@@ -36,10 +36,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 
 import edgevision  # noqa: E402
-from edgevision import api  # noqa: E402
 from edgevision.artifact import read_manifest  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
 from edgevision.runtime.images import read_image  # noqa: E402
+from edgevision.verify.reference import reference_predictor  # noqa: E402
 from published import artifact_for  # noqa: E402
 from record import record  # noqa: E402
 
@@ -85,10 +85,10 @@ def _torchvision(manifest: Dict[str, Any]) -> Callable[[Path], Phases]:
     from edgevision.models.sources import build_model
     from edgevision.recipe import parse_recipe
 
-    recipe = parse_recipe(manifest["recipe"]["content"])
+    recipe = parse_recipe(manifest.recipe["content"])
     model = build_model(recipe.model).eval()
     mean, std, size = list(recipe.input.mean), list(recipe.input.std), list(recipe.input.size)
-    detection = manifest["task"] == "detection"
+    detection = manifest.info.task == "detection"
     if detection:  # the model's own transform resizes and normalises; make it use the recipe's statistics
         model.transform.image_mean, model.transform.image_std = mean, std
 
@@ -122,7 +122,7 @@ def _numpy_before(manifest: Dict[str, Any], tmp: Path) -> Callable[[Path], Phase
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["numpy_preprocess"] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    input_spec = module.InputSpec.from_dict(manifest["input"])
+    input_spec = module.InputSpec.from_dict(manifest.info.input.to_dict())
 
     def call(path: Path) -> Phases:
         t0 = time.perf_counter()
@@ -170,8 +170,8 @@ def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, blo
     manifest = read_manifest(root)
     contenders: Dict[str, Callable[[Path], Phases]] = {"torchvision-eager": _torchvision(manifest)}
     predictors = {"pytorch-fp32 (edgevision pre/post)": reference_predictor(manifest, threads)}
-    for v in manifest["variants"]:
-        predictors[v["name"]] = edgevision.load(root / v["name"], threads=threads)
+    for v in manifest.variants:
+        predictors[v.name] = edgevision.load(root / v.name, threads=threads)
     contenders.update({n: _edgevision(p) for n, p in predictors.items()})
     contenders["numpy pre-processing (before)"] = _numpy_before(manifest, tmp)
     try:
@@ -179,8 +179,8 @@ def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, blo
     finally:
         for p in predictors.values():
             p.close()
-    status = {v["name"]: v["status"] for v in manifest["variants"]}
-    return {"model": name, "task": manifest["task"], "input_size": manifest["input"]["size"], "status": status,
+    status = {v.name: v.status for v in manifest.variants}
+    return {"model": name, "task": manifest.info.task, "input_size": list(manifest.info.input.size), "status": status,
             "results": results}
 
 

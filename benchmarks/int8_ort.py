@@ -47,7 +47,6 @@ from edgevision.console import RichReporter  # noqa: E402
 from edgevision.quantize.calibration import load_calibration  # noqa: E402
 from edgevision.quantize.onnx_qdq import quantize_qdq  # noqa: E402
 from edgevision.recipe import parse_recipe  # noqa: E402
-from edgevision.runtime.preprocess import InputSpec  # noqa: E402
 from published import artifact_for  # noqa: E402
 from record import record  # noqa: E402
 
@@ -104,7 +103,7 @@ def _photo(manifest: Dict[str, Any]) -> np.ndarray:
 
     from edgevision.runtime.preprocess import preprocess
 
-    return preprocess([load_sample_image("china.jpg")], InputSpec.from_dict(manifest["input"]))[0]
+    return preprocess([load_sample_image("china.jpg")], manifest.info.input)[0]
 
 
 def run_model(name: str, rounds: int, threads: int, tmp: Path) -> Dict[str, Any]:
@@ -112,8 +111,8 @@ def run_model(name: str, rounds: int, threads: int, tmp: Path) -> Dict[str, Any]
 
     root = artifact_for(name, RichReporter())
     manifest = read_manifest(root)
-    recipe = parse_recipe(manifest["recipe"]["content"])
-    calib = load_calibration(recipe.calibration_source, InputSpec.from_dict(manifest["input"]), lambda m: None)
+    recipe = parse_recipe(manifest.recipe["content"])
+    calib = load_calibration(recipe.calibration_source, manifest.info.input, lambda m: None)
     fp32 = onnx.load(str(root / "model.onnx"))
     pre = tmp / f"{name}.pre.onnx"
     onnx.save_model(fp32, str(tmp / f"{name}.onnx"))
@@ -144,7 +143,7 @@ def run_model(name: str, rounds: int, threads: int, tmp: Path) -> Dict[str, Any]
                    "vs_fp32": round(statistics.median(times["fp32"]) / p50, 3), "after_optimisation": _left_qdq(m, threads, tmp)}
     best = min((k for k in rows if k != "fp32"), key=lambda k: rows[k]["p50_ms"])
     profiles = {k: _op_profile(graphs[k], feed, threads, tmp) for k in dict.fromkeys(("fp32", "int8 before", "int8 now", best))}
-    return {"model": name, "input_size": manifest["input"]["size"], "depthwise_convs": len(_depthwise(fp32)),
+    return {"model": name, "input_size": list(manifest.info.input.size), "depthwise_convs": len(_depthwise(fp32)),
             "rows": rows, "best": best, "op_profile_ms": profiles}
 
 

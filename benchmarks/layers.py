@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 
 from edgevision.artifact import read_manifest  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
-from edgevision.runtime.preprocess import InputSpec, preprocess  # noqa: E402
+from edgevision.runtime.preprocess import preprocess  # noqa: E402
 from published import artifact_for  # noqa: E402
 from record import record  # noqa: E402
 
@@ -84,8 +84,8 @@ def run_model(name: str, runs: int, threads: int, tmp: Path) -> Dict[str, Any]:
 
     root = artifact_for(name, RichReporter())
     manifest = read_manifest(root)
-    feed = preprocess([load_sample_image("china.jpg")], InputSpec.from_dict(manifest["input"]))[0]
-    built = {v["name"] for v in manifest["variants"] if v["status"] != "error"}
+    feed = preprocess([load_sample_image("china.jpg")], manifest.info.input)[0]
+    built = {v.name for v in manifest.variants if v.status != "error"}
     out: Dict[str, Any] = {}
     for variant, hint in (("openvino-fp32", "f32"), ("openvino-bf16", "bf16"), ("openvino-int8", "f32")):
         if variant in built:
@@ -93,7 +93,7 @@ def run_model(name: str, runs: int, threads: int, tmp: Path) -> Dict[str, Any]:
     for variant in ("onnxruntime-fp32", "onnxruntime-int8"):
         if variant in built:
             out[variant] = _onnxruntime(root / variant / "model.onnx", feed, runs, threads, tmp)
-    return {"model": name, "input_size": manifest["input"]["size"], "variants": out}
+    return {"model": name, "input_size": list(manifest.info.input.size), "variants": out}
 
 
 def markdown(report: Dict[str, Any]) -> str:

@@ -91,7 +91,7 @@ def artifact_for(name: str, reporter: RichReporter) -> Path:
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml") if name in ("quickstart", "segmentation-unet") \
         else parse_recipe(torchvision_recipe(name), source=name)
     try:
-        if read_manifest(recipe.output_dir)["recipe"]["sha256"] == recipe.digest():
+        if read_manifest(recipe.output_dir).recipe["sha256"] == recipe.digest():
             return recipe.output_dir
     except EdgeVisionError:
         pass
@@ -226,7 +226,7 @@ def main() -> int:
     reports, repeats = [], []
     for name in names:
         artifact = artifact_for(name, reporter)
-        options = BenchOptions(quick=args.quick, iterations=None if args.quick else args.iterations)
+        options = BenchOptions({"iterations": None if args.quick else args.iterations}, quick=args.quick)
         report = benchmark(artifact, options, reporter)
         write_reports(report, artifact)  # the full report (HTML with plots) next to the artifact
         reports.append(report)

@@ -26,7 +26,8 @@ from edgevision.bench.machine import machine  # noqa: E402
 from edgevision.data import ShapesDataset  # noqa: E402
 from edgevision.models.sources import build_model  # noqa: E402
 from edgevision.recipe import ModelSpec  # noqa: E402
-from edgevision.runtime.preprocess import InputSpec, preprocess  # noqa: E402
+from edgevision.records import InputSpec  # noqa: E402
+from edgevision.runtime.preprocess import preprocess  # noqa: E402
 from oracles import as_contract, torchvision_two_stage  # noqa: E402 - tests/oracles.py
 from edgevision.verify.parity import compare_detections  # noqa: E402
 from whole_graph import compile_random_weights  # noqa: E402

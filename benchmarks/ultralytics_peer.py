@@ -97,8 +97,8 @@ def compile_once(spec: Any) -> Dict[str, Any]:
 
     try:
         manifest = read_manifest(spec.output_dir)
-        if manifest["recipe"]["sha256"] == spec.digest():
-            return manifest
+        if manifest.recipe["sha256"] == spec.digest():
+            return manifest.to_json()  # as api.compile returns it
     except EdgeVisionError:
         pass
     return api.compile(spec, reporter=Quiet(), threads=THREADS)

@@ -1,42 +1,29 @@
 """compile(recipe) -> artifact directory; train(recipe) -> checkpoint.
 
-The flow: recipe -> model -> export -> build per target -> verify against PyTorch
+The flow (steps.py): recipe -> model -> export -> build per target -> verify against PyTorch
 (parity and accuracy) -> artifact directory, committed atomically. Nothing here prints directly;
 progress goes through a Reporter.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import numpy as np
-
-from edgevision.artifact import (MANIFEST, SCHEMA_VERSION, VARIANT, content_digest, file_entries, read_manifest, sha256_file,
-                                 write_json)
-from edgevision.backends.base import BACKENDS, INPUT_NAME, create_runner, require
-from edgevision.bench.advice import from_manifest as advice_from_manifest
-from edgevision.bench.machine import cpu_name, tool_versions
-from edgevision.builders import BuildContext, build_variant, open_runner
+from edgevision import steps
+from edgevision.artifact import read_manifest
+from edgevision.backends.base import BACKENDS, require
+from edgevision.data import open_dataset
+from edgevision.data.shapes import shapes_labels
+from edgevision.errors import EdgeVisionError, RecipeError, VerificationFailed
+from edgevision.recipe import Recipe, load_recipe
 from edgevision.reporting import Reporter
-from edgevision.data import Selection, open_dataset
-from edgevision.data.shapes import ShapesDataset, shapes_labels
-from edgevision.errors import DataError, EdgeVisionError, RecipeError, VerificationFailed
-from edgevision.ops.nms import NMSParams, nms_reference
-from edgevision.recipe import Recipe, TargetSpec, load_recipe
-from edgevision.runtime.predictor import Predictor
-from edgevision.runtime.preprocess import InputSpec, preprocess
-from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.staging import Staging, check_destination, is_artifact
-from edgevision.tasks import DETECTION_TASKS, METRIC
-from edgevision.verify.measure import evaluate_model, measure
-from edgevision.verify.reference import reference as pytorch_reference
+from edgevision.verify.measure import measure
+
 
 def _as_recipe(recipe: Union[Recipe, str, Path]) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -75,7 +62,7 @@ def _artifact_for(target: Path, reporter: Reporter) -> Path:
     recipe = load_recipe(target)
     out = recipe.output_dir
     try:
-        current = read_manifest(out)["recipe"]["sha256"] == recipe.digest()
+        current = read_manifest(out).recipe["sha256"] == recipe.digest()
     except EdgeVisionError:
         current = False
     if current:
@@ -143,14 +130,13 @@ def _ensure_checkpoint(recipe: Recipe, reporter: Reporter) -> None:
 
 
 def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = None, threads: Optional[int] = None) -> dict[str, Any]:  # noqa: A001
-    """Build, verify and commit every target of a recipe. Returns the manifest.
+    """Build, verify and commit every target of a recipe (the steps in steps.py). Returns the
+    manifest, as written to manifest.json.
 
     Raises VerificationFailed (after writing <output>.failed/) if any variant fails; the previous
     artifact at <output> is then left untouched.
     """
     import torch
-
-    from edgevision.export.onnx_export import export_onnx
 
     recipe_path = None if isinstance(recipe, Recipe) else Path(recipe)
     recipe, reporter = _as_recipe(recipe), reporter or Reporter()
@@ -159,44 +145,20 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     torch.set_num_threads(threads)
     _check_backends(recipe)
     recipe = _with_labels(recipe)
-    labels = list(recipe.model.labels or [])
     _ensure_checkpoint(recipe, reporter)
-    wrapper, nms, reference = pytorch_reference(recipe)
-    val = open_dataset(recipe.data.val, recipe.input.size) if recipe.data.val else None
-    if val is not None:
-        _check_label_space(recipe, val, labels)
+    job = steps.prepare(recipe, reporter, threads)
     with Staging(recipe.output_dir) as stage, tempfile.TemporaryDirectory() as scratch:
-        reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
-        pre_nms = Path(scratch) / "pre_nms.onnx" if wrapper.appends_nms else None
-        export_info = export_onnx(wrapper, recipe, stage.path / "model.onnx", labels, nms, pre_nms)
-        reporter.info(f"exported: {export_info['nodes']} nodes ({export_info['nodes_exported']} before cleanup) in {export_info['seconds']} s")
-        info = _model_info(recipe, labels, INPUT_NAME, wrapper.contract_names)
-        if nms is not None:
-            info["nms"] = nms.to_dict()
-        feeds, verified_on = _verification_feeds(recipe, val)
-        ref_outputs = [reference.infer(f) for f in feeds]
-        baseline_accuracy = evaluate_model(info, "pytorch-fp32", reference, val, reporter) if val is not None else None
-        context = BuildContext(pre_nms=pre_nms, nms=nms, log=reporter.info,
-                               **_quantization_context(recipe, info, val, baseline_accuracy, reporter, threads))
+        exported = steps.export(job, stage.path, Path(scratch))
+        checks = steps.checks(job, exported)
         runners: dict[str, Any] = {}  # one open runner per built variant, for parity, accuracy and timing
         try:
-            variants = [_build_variant(t, stage.path, recipe, feeds, ref_outputs, reporter, threads, context, runners)
-                        for t in recipe.targets]
-            baseline = measure(recipe, info, reference, baseline_accuracy, variants, runners, val, reporter, threads)
+            variants = [steps.build(job, exported, checks, t, runners) for t in recipe.targets]
+            variants, baseline = measure(job, exported.info, checks.baseline_accuracy, variants, runners)
         finally:
             for r in runners.values():
                 r.close()
-        manifest = _manifest(recipe, info, export_info, variants, baseline)
-        manifest["verified_on"] = verified_on
-        manifest["advice"] = advice_from_manifest(manifest, METRIC[recipe.task]).to_dict()
-        for v in variants:
-            public = json.loads(json.dumps({**info, **_variant_public(v)}))
-            if "max_batch" in (v.get("settings") or {}):  # a variant that takes fewer images than the export
-                public["input"]["max_batch"] = min(public["input"]["max_batch"], v["settings"]["max_batch"])
-            write_json(stage.path / v["name"] / VARIANT, {**public, "sha256": content_digest(public)})
-        manifest["files"] = file_entries(stage.path)
-        write_json(stage.path / MANIFEST, manifest)
-        failed = [v["name"] for v in variants if v["status"] != "passed"]
+        manifest = steps.write(job, exported, checks, variants, baseline).to_json()
+        failed = [v.name for v in variants if v.status != "passed"]
         if failed:
             where = stage.commit(failed_dir)
             raise VerificationFailed(
@@ -216,141 +178,3 @@ def _failed_dir(recipe: Recipe, recipe_path: Optional[Path]) -> Path:
     protected = [recipe_path] if recipe_path is not None else []
     output = check_destination(recipe.output_dir, protected)
     return check_destination(output.with_name(output.name + ".failed"), protected, field="output (its .failed sibling)")
-
-
-def _check_label_space(recipe: Recipe, val: Any, labels: list[str]) -> None:
-    if not val.categories:
-        return
-    if recipe.task in DETECTION_TASKS:  # matched by name; extra labels such as 'background' are fine
-        missing = [c for c in val.categories if c not in labels]
-        if missing:
-            raise DataError(f"data.val ({val.name}) has categories {missing} that are not in model.labels {labels}")
-        return
-    expected = len(val.categories) + (1 if recipe.task == "segmentation" else 0)
-    if expected != len(labels):
-        raise DataError(
-            f"data.val ({val.name}) has {len(val.categories)} categories but the model has {len(labels)} labels "
-            f"{labels}; for segmentation, labels are background + the dataset's categories"
-        )
-
-
-def _model_info(recipe: Recipe, labels: list[str], input_name: str, outputs: list[str]) -> dict[str, Any]:
-    inp = recipe.input.model_dump(mode="json")
-    inp.update(name=input_name, dtype="float32", max_batch=64 if recipe.export.dynamic_batch else 1)
-    if recipe.export.proposals is not None:
-        inp["proposals"] = recipe.export.proposals.max
-    return {"schema_version": SCHEMA_VERSION, "task": recipe.task, "labels": labels, "input": inp, "outputs": outputs}
-
-
-def _verification_feeds(recipe: Recipe, val: Any) -> tuple[list[dict[str, np.ndarray]], str]:
-    """Pre-processed batches of verify.images images (verify.data, else data.val, else generated
-    shapes), and where they came from, for the summary."""
-    n = recipe.verify.images
-    if recipe.verify.data is not None:
-        source, origin = open_dataset(recipe.verify.data, recipe.input.size), f"verify.data ({_describe(recipe.verify.data)})"
-    elif val is not None and len(val) > 0:
-        source, origin = val, f"data.val ({_describe(recipe.data.val)})"
-    else:
-        source = ShapesDataset(count=n, seed=9999, size=recipe.input.size)
-        origin = "generated shapes images (no verify.data or data.val: set one to verify on your kind of images)"
-    images = [source[i].image for i in range(min(n, len(source)))]
-    if not images:
-        raise DataError(f"{origin}: no images to verify on")
-    spec = InputSpec.from_dict(recipe.input.model_dump())
-    batch = 4 if recipe.export.dynamic_batch else 1
-    feeds = []
-    for i in range(0, len(images), batch):
-        pixels, transforms = preprocess(images[i : i + batch], spec)
-        feed = {INPUT_NAME: pixels}
-        if recipe.export.proposals is not None:  # the runtime's default proposals (a grid of boxes)
-            feed[PROPOSALS] = proposal_batch(None, transforms, recipe.export.proposals.max, spec.size)
-        feeds.append(feed)
-    return feeds, f"{len(images)} images from {origin}"
-
-
-def _describe(source: Any) -> str:
-    return source.source + (f" {source.path}" if source.path else "")
-
-
-def _build_variant(target: TargetSpec, root: Path, recipe: Recipe, feeds: list, ref_outputs: list,
-                   reporter: Reporter, threads: int, context: BuildContext, runners: dict[str, Any]) -> dict[str, Any]:
-    """Build one target, open its runner (kept in `runners`) and compare it with PyTorch."""
-    from edgevision.verify.parity import compare, judge
-
-    name = target.variant
-    vdir = root / name
-    vdir.mkdir()
-    entry: dict[str, Any] = {"name": name, "backend": target.backend, "precision": target.precision, "device": target.device,
-                             "options": target.options}
-    reporter.info(f"building {name}")
-    start = time.perf_counter()
-    try:
-        entry["settings"] = build_variant(target.backend, root / "model.onnx", vdir, target.precision, target.device,
-                                          target.options, context)
-        entry["build_seconds"] = round(time.perf_counter() - start, 2)
-        entry["size_mb"] = round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3)
-        runner, note = open_runner(entry, vdir, threads)
-        runners[name] = runner
-        if note:
-            entry["verified_with"] = note
-        tolerance = recipe.verify.tolerance(target.precision, recipe.task)
-        entry["parity"] = compare(recipe.task, ref_outputs, [runner.infer(f) for f in feeds], tolerance)
-        if hasattr(runner, "execution_precision"):
-            entry["execution_precision"] = runner.execution_precision
-    except EdgeVisionError as e:
-        entry.update(status="error", reasons=[str(e)])
-        return entry
-    reasons = judge(entry["parity"], tolerance)
-    entry.update(status="passed" if not reasons else "failed", reasons=reasons)
-    entry["files"] = file_entries(vdir)
-    return entry
-
-
-def _quantization_context(recipe: Recipe, info: dict[str, Any], val: Any, baseline: Optional[dict[str, Any]],
-                          reporter: Reporter, threads: int) -> dict[str, Any]:
-    """What int8 builds need: the calibration set (loaded once), the cache switch, and the accuracy
-    probe when calibration.accuracy_control is on."""
-    from edgevision.eval.metrics import evaluate
-    from edgevision.quantize.accuracy import AccuracyProbe
-    from edgevision.quantize.calibration import load_calibration
-
-    spec = recipe.calibration_source
-    if spec is None or not any(t.precision == "int8" for t in recipe.targets):
-        return {}
-    reporter.info(f"loading {spec.count} calibration images ({spec.source}{': ' + str(spec.path) if spec.path else ''})")
-    calib = load_calibration(spec, InputSpec.from_dict(recipe.input.model_dump()), reporter.info)
-    context: dict[str, Any] = {"calibration": calib, "cache": spec.cache}
-    metric = METRIC[recipe.task]
-    limit = getattr(recipe.verify.max_drop, metric)
-    if spec.accuracy_control:
-        if baseline is None or limit is None:
-            raise RecipeError(f"calibration.accuracy_control: needs data.val and verify.max_drop.{metric}")
-        context["accuracy"] = AccuracyProbe(
-            metric, float(baseline[metric]), limit / 100.0, len(val),
-            lambda runner, idx: evaluate(Predictor({**info, "name": "candidate"}, runner), val if idx is None else Selection(val, idx)),
-            list(info["outputs"]), threads)
-    return context
-
-
-def _variant_public(v: dict[str, Any]) -> dict[str, Any]:
-    keys = ("name", "backend", "precision", "device", "settings", "files", "status", "reasons", "parity", "accuracy",
-            "accuracy_drop", "execution_precision", "verified_with")
-    return {k: v[k] for k in keys if k in v}
-
-
-def _manifest(recipe: Recipe, info: dict[str, Any], export_info: dict[str, Any], variants: list[dict[str, Any]],
-              baseline: dict[str, Any]) -> dict[str, Any]:
-    ckpt = recipe.model.checkpoint
-    return {
-        **info,
-        "name": recipe.name,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": {"source": recipe.model.source, "kwargs": recipe.model.kwargs,
-                  "checkpoint": str(ckpt) if ckpt else None, "checkpoint_sha256": sha256_file(ckpt) if ckpt else None},
-        "export": export_info,
-        "recipe": {"sha256": recipe.digest(), "content": recipe.model_dump(mode="json")},
-        "tools": tool_versions(),
-        "machine": {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count()},
-        "baseline": baseline,
-        "variants": variants,
-    }

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Tuple
 
 from edgevision.errors import ArtifactError
-from edgevision.tasks import TASKS
+from edgevision.records import SCHEMA_VERSION, Manifest, ModelInfo, RecordError, VariantRecord
 
-SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 VARIANT = "variant.json"
 # Written into an artifact after its compile by edgevision itself, so not in the manifest's list:
@@ -110,19 +110,16 @@ def read_json(path: Path, what: str) -> Dict[str, Any]:
     return data
 
 
-def read_manifest(root: Path) -> Dict[str, Any]:
+def read_manifest(root: Path) -> Manifest:
+    """manifest.json as a typed record, or a clear ArtifactError (missing, malformed, another schema)."""
     root = Path(root)
     if not root.is_dir():
         raise ArtifactError(f"artifact directory not found: {root}")
-    return read_json(root / MANIFEST, "artifact")
-
-
-def manifest_variants(manifest: Dict[str, Any], root: Path) -> List[Dict[str, Any]]:
-    """The manifest's variant entries, each a mapping with a name, or a clear ArtifactError."""
-    variants = manifest.get("variants")
-    if not isinstance(variants, list) or not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in variants):
-        raise ArtifactError(f"{root / MANIFEST}: 'variants' must be a list of entries with a name; rebuild the artifact")
-    return variants
+    path = root / MANIFEST
+    try:
+        return Manifest.from_json(read_json(path, "artifact"))
+    except (RecordError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: malformed ({e}); rebuild the artifact") from None
 
 
 def content_digest(info: Dict[str, Any]) -> str:
@@ -131,27 +128,45 @@ def content_digest(info: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def read_variant(vdir: Path) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class VariantFile:
+    """A variant.json, checked: the model it runs and the variant itself."""
+
+    info: ModelInfo
+    variant: VariantRecord
+
+
+def read_variant(vdir: Path) -> VariantFile:
     """A variant folder's variant.json, checked: well-formed, unedited, its files listed and inside."""
     path = Path(vdir) / VARIANT
-    info = read_json(path, "variant")
-    problems = variant_problems(info)
-    if problems:
-        raise ArtifactError(f"{path}: malformed ({'; '.join(problems)}); rebuild the artifact")
-    if info.get("sha256") != content_digest(info):
+    data = read_json(path, "variant")
+    try:
+        problems = _variant_problems(data)
+        if problems:
+            raise RecordError("; ".join(problems))
+        found = VariantFile(ModelInfo.from_json(data), VariantRecord.from_json(data))
+    except (RecordError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: malformed ({e}); rebuild the artifact") from None
+    if data.get("sha256") != content_digest(data):
         raise ArtifactError(f"{path}: edited since it was written (its content does not match its sha256"
-                            f"{'' if 'sha256' in info else ', which it lacks: written by an older edgevision'}); "
+                            f"{'' if 'sha256' in data else ', which it lacks: written by an older edgevision'}); "
                             "rebuild the artifact with `edgevision compile`")
     listed = _manifest_entry(Path(vdir))
     if listed is not None and listed != sha256_file(path):
         raise ArtifactError(f"{path}: does not match the sha256 recorded for it in {Path(vdir).parent / MANIFEST}; "
                             "rebuild the artifact")
-    for role, rel in info["settings"]["files"].items():
+    for role, rel in data["settings"]["files"].items():
         inside(Path(vdir), rel, f"settings.files.{role}")
-        if rel not in info["files"]:
+        if rel not in data["files"]:
             raise ArtifactError(f"{path}: settings.files.{role} names {rel!r}, which has no sha256 in its file list; "
                                 "rebuild the artifact")
-    return info
+    return found
+
+
+def write_variant(vdir: Path, info: ModelInfo, variant: VariantRecord) -> None:
+    """variant.json: the model, the variant's public fields, and the sha256 of that content."""
+    public = json.loads(json.dumps({**info.to_json(), **variant.to_json(VariantRecord.PUBLIC)}))
+    write_json(Path(vdir) / VARIANT, {**public, "sha256": content_digest(public)})
 
 
 def _manifest_entry(vdir: Path) -> Any:
@@ -164,32 +179,17 @@ def _manifest_entry(vdir: Path) -> Any:
     return entry.get("sha256") if isinstance(entry, dict) else ""
 
 
-def variant_problems(info: Dict[str, Any]) -> List[str]:
-    """What is missing or of the wrong type in a variant.json (empty: usable)."""
-    problems = []
-    for key, kind in (("name", str), ("backend", str), ("task", str), ("labels", list), ("input", dict),
-                      ("outputs", list), ("settings", dict), ("files", dict)):
-        if not isinstance(info.get(key), kind):
-            problems.append(f"'{key}' must be a {kind.__name__}")
+def _variant_problems(info: Dict[str, Any]) -> List[str]:
+    """What a variant.json lacks beyond its model (ModelInfo checks that): the runner's settings
+    and the file list (empty: usable)."""
+    problems = [f"'{key}' must be a {kind.__name__}" for key, kind in (("settings", dict), ("files", dict))
+                if not isinstance(info.get(key), kind)]
     if problems:
         return problems
-    if info["task"] not in TASKS:
-        problems.append(f"task {info['task']!r} is not one of {', '.join(TASKS)}")
-    if not all(isinstance(x, str) for x in info["labels"] + info["outputs"]) or not info["outputs"]:
-        problems.append("'labels' and 'outputs' must be lists of names (outputs not empty)")
-    inp = info["input"]
-    if not (_numbers(inp.get("size"), 2, integer=True) and _numbers(inp.get("mean"), 3) and _numbers(inp.get("std"), 3)):
-        problems.append("'input' needs size [height, width] and mean / std of 3 numbers")
     files = info["settings"].get("files")
     if not isinstance(files, dict) or not files or not all(isinstance(v, str) for v in files.values()):
         problems.append("'settings.files' must map roles to file names")
     return problems
-
-
-def _numbers(value: Any, n: int, integer: bool = False) -> bool:
-    kinds = (int,) if integer else (int, float)
-    return (isinstance(value, list) and len(value) == n
-            and all(isinstance(v, kinds) and not isinstance(v, bool) and (not integer or v > 0) for v in value))
 
 
 def _matches(rel: str, pattern: str) -> bool:
@@ -203,7 +203,7 @@ def audit_artifact(root: Path) -> Tuple[List[str], List[str]]:
     Notes: files edgevision writes after the compile (LATER_FILES)."""
     root = Path(root)
     manifest = read_manifest(root)
-    listed = manifest.get("files")
+    listed = manifest.files
     problems = file_problems(root, listed)
     notes = []
     for folder, dirs, names in os.walk(root):  # never follows a linked folder
@@ -217,9 +217,13 @@ def audit_artifact(root: Path) -> Tuple[List[str], List[str]]:
                     notes.append(f"{rel} (written after the compile; not checksummed)")
                 else:
                     problems.append(f"extra file {rel} (not in the manifest)")
-    for v in manifest.get("variants") or []:
-        vdir = root / str(v.get("name", "")) if isinstance(v, dict) else None
-        if vdir is not None and (vdir / VARIANT).exists():
+    for v in manifest.variants:
+        try:
+            vdir = inside(root, v.name, "variants")
+        except ArtifactError as e:
+            problems.append(str(e))
+            continue
+        if (vdir / VARIANT).exists():
             try:
                 read_variant(vdir)
             except ArtifactError as e:

@@ -10,6 +10,8 @@ from typing import List, Optional
 
 import typer
 
+from edgevision.benchmark_options import QUICK, flag, help_text
+
 state = {"debug": False}
 
 app = typer.Typer(
@@ -32,29 +34,32 @@ def compile(  # noqa: A001
     from edgevision import api
     from edgevision.console import RichReporter, print_summary
     from edgevision.errors import VerificationFailed
+    from edgevision.records import Manifest
 
     try:
-        manifest = api.compile(recipe, reporter=RichReporter(), threads=threads)
+        manifest = Manifest.from_json(api.compile(recipe, reporter=RichReporter(), threads=threads))
     except VerificationFailed as e:
-        print_summary(e.manifest)
+        print_summary(Manifest.from_json(e.manifest))
         raise
     print_summary(manifest)
-    out = manifest["recipe"]["content"]["output"] or f"build/{manifest['name']}"
+    out = manifest.recipe["content"]["output"] or f"build/{manifest.name}"
     print(f"artifact: {out}")
 
 @app.command()
 def benchmark(
     target: Path = typer.Argument(..., help="Artifact folder, or a recipe (compiled first if its artifact is "
                                   "missing or stale)."),
-    quick: bool = typer.Option(False, "--quick", help="Short run: 30 rounds, batch 1, 1 s async, accuracy on 50 images."),
-    iterations: Optional[int] = typer.Option(None, min=1, help="Interleaved rounds per latency measurement."),
-    duration: Optional[float] = typer.Option(None, min=0.1, help="Seconds per latency measurement instead of rounds."),
-    warmup: Optional[int] = typer.Option(None, min=0, help="Untimed calls per model first."),
-    batch: Optional[str] = typer.Option(None, help="Batch sizes for synchronous throughput, e.g. 1,8."),
-    async_seconds: Optional[float] = typer.Option(None, "--async-seconds", min=0, help="Async throughput run (0: skip)."),
-    accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help="Evaluate on data.val."),
-    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help="Peak RSS per model (one process each)."),
-    accuracy_images: Optional[int] = typer.Option(None, "--accuracy-images", min=1, help="Cap on data.val images."),
+    quick: bool = typer.Option(False, "--quick", help="Short run: " + ", ".join(
+                                   f"{flag(k)} {','.join(map(str, v)) if isinstance(v, list) else v}"
+                                   for k, v in QUICK.items()) + "."),
+    iterations: Optional[int] = typer.Option(None, help=help_text("iterations")),
+    duration: Optional[float] = typer.Option(None, help=help_text("duration")),
+    warmup: Optional[int] = typer.Option(None, help=help_text("warmup")),
+    batch: Optional[str] = typer.Option(None, help=help_text("batch_sizes") + " Comma-separated, e.g. 1,8."),
+    async_seconds: Optional[float] = typer.Option(None, "--async-seconds", help=help_text("async_seconds")),
+    accuracy: Optional[bool] = typer.Option(None, "--accuracy/--no-accuracy", help=help_text("accuracy")),
+    memory: Optional[bool] = typer.Option(None, "--memory/--no-memory", help=help_text("memory")),
+    accuracy_images: Optional[int] = typer.Option(None, "--accuracy-images", help=help_text("accuracy_images")),
     variants: Optional[str] = typer.Option(None, help="Only these variants, comma-separated (the baseline always runs)."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for every model (default: all cores)."),
     out: Optional[Path] = typer.Option(None, help="Folder for report.json/.md/.html (default: the artifact folder)."),
@@ -70,9 +75,9 @@ def benchmark(
         sizes = [int(b) for b in batch.split(",")] if batch else None
     except ValueError:
         raise RecipeError(f"--batch {batch!r}: give batch sizes as integers separated by commas, e.g. 1,8") from None
-    options = BenchOptions(iterations=iterations, duration=duration, warmup=warmup, batch_sizes=sizes,
-                           async_seconds=async_seconds, accuracy=accuracy, memory=memory, accuracy_images=accuracy_images,
-                           quick=quick, threads=threads, variants=variants.split(",") if variants else None)
+    overrides = dict(iterations=iterations, duration=duration, warmup=warmup, batch_sizes=sizes,
+                     async_seconds=async_seconds, accuracy=accuracy, memory=memory, accuracy_images=accuracy_images)
+    options = BenchOptions(overrides, quick=quick, threads=threads, variants=variants.split(",") if variants else None)
     report = run_benchmark(target, options, RichReporter())
     paths = write_reports(report, out or Path(report["artifact"]["path"]))
     print_report(report)
@@ -211,9 +216,9 @@ def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> No
                             + ". Rebuild the artifact with `edgevision compile`.")
     manifest = read_manifest(artifact)
     print_summary(manifest)
-    tools = ", ".join(f"{k} {v}" for k, v in manifest["tools"].items() if v)
-    print(f"created {manifest['created']}; recipe sha256 {manifest['recipe']['sha256'][:12]}; {tools}")
-    print(f"all {len(manifest['files'])} files match their sha256; every variant.json checked; no extra files or links")
+    tools = ", ".join(f"{k} {v}" for k, v in manifest.tools.items() if v)
+    print(f"created {manifest.created}; recipe sha256 {manifest.recipe['sha256'][:12]}; {tools}")
+    print(f"all {len(manifest.files)} files match their sha256; every variant.json checked; no extra files or links")
     for note in notes:
         print(f"note: {note}")
 

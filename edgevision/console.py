@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
+from edgevision.records import Manifest
 from edgevision.reporting import Reporter
 from edgevision.tasks import METRIC, METRIC_TITLE
 
@@ -37,27 +38,26 @@ def _fmt(v: Optional[float], digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def summary_rows(manifest: Dict[str, Any]) -> List[List[str]]:
+def summary_rows(manifest: Manifest) -> List[List[str]]:
     """One row per variant (PyTorch FP32 baseline first): the compile summary table."""
-    metric = METRIC[manifest["task"]]
-    base = manifest.get("baseline", {})
+    metric = METRIC[manifest.info.task]
+    base = manifest.baseline
     base_lat = (base.get("latency") or {}).get("e2e", {}).get("p50")
     rows = [["pytorch-fp32 (reference)", "-", "-", _fmt((base.get("accuracy") or {}).get(metric), 4), "-",
              _fmt((base.get("latency") or {}).get("infer", {}).get("p50")), _fmt(base_lat), "1.00x", "reference"]]
-    for v in manifest["variants"]:
-        parity = v.get("parity") or {}
-        lat = v.get("latency") or {}
+    for v in manifest.variants:
+        lat = v.latency or {}
         e2e = lat.get("e2e", {}).get("p50")
         speed = f"{base_lat / e2e:.2f}x" if (base_lat and e2e) else "-"
-        status = v["status"] if v["status"] == "passed" else f"{v['status']}: {'; '.join(v.get('reasons', []))}"
-        if v["status"] == "passed" and "verified_with" in v:
+        status = v.status if v.status == "passed" else f"{v.status}: {'; '.join(v.reasons)}"
+        if v.status == "passed" and v.verified_with is not None:
             status = "passed (CPU emulation)"
-        warnings = ((manifest.get("advice") or {}).get("notes") or {}).get(v["name"])
-        if v["status"] == "passed" and warnings:
+        warnings = ((manifest.advice or {}).get("notes") or {}).get(v.name)
+        if v.status == "passed" and warnings:
             status += " - " + "; ".join(warnings)
-        parity_txt = _parity_text(parity)
-        rows.append([v["name"], _fmt(v.get("size_mb")), parity_txt, _fmt((v.get("accuracy") or {}).get(metric), 4),
-                     _fmt(v.get("accuracy_drop")),
+        parity_txt = _parity_text(v.parity or {})
+        rows.append([v.name, _fmt(v.size_mb), parity_txt, _fmt((v.accuracy or {}).get(metric), 4),
+                     _fmt(v.accuracy_drop),
                      _fmt(lat.get("infer", {}).get("p50")), _fmt(e2e), speed, status])
     return rows
 
@@ -81,28 +81,28 @@ def summary_header(task: str) -> List[str]:
 QUANT_HEADER = ["variant", "tool", "quantized nodes", "kept in float", "calibration", "quantize s", "cache"]
 
 
-def quantization_rows(manifest: Dict[str, Any]) -> List[List[str]]:
+def quantization_rows(manifest: Manifest) -> List[List[str]]:
     """One row per INT8/FP16 variant: what was quantized and with which calibration set."""
     rows = []
-    for v in manifest["variants"]:
-        q = (v.get("settings") or {}).get("quantization")
+    for v in manifest.variants:
+        q = (v.settings or {}).get("quantization")
         if not q:
             continue
         cal = q.get("calibration") or {}
         calib = f"{cal['images']} img, {q.get('calibration_method')}, {cal['seconds']:.1f} s" if cal else "-"
         nodes = q.get("quantized_nodes", q.get("fp16_nodes", "-"))
         kept = q.get("kept_float") or []
-        rows.append([v["name"], q["tool"], str(nodes), f"{len(kept)} + {q.get('float_tail_nodes', 0)} tail ops",
+        rows.append([v.name, q["tool"], str(nodes), f"{len(kept)} + {q.get('float_tail_nodes', 0)} tail ops",
                      calib, _fmt(q.get("quantize_seconds")), "hit" if q.get("calibration_cached") else "-"])
     return rows
 
 
-def print_summary(manifest: Dict[str, Any]) -> None:
+def print_summary(manifest: Manifest) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{manifest['name']} ({manifest['task']}, input {manifest['input']['size']})")
-    for h in summary_header(manifest["task"]):
+    table = Table(title=f"{manifest.name} ({manifest.info.task}, input {list(manifest.info.input.size)})")
+    for h in summary_header(manifest.info.task):
         table.add_column(h, overflow="fold", no_wrap=(h == "variant"))
     for row in summary_rows(manifest):
         style = None if row[-1].startswith(("passed", "reference")) else "red"
@@ -111,12 +111,12 @@ def print_summary(manifest: Dict[str, Any]) -> None:
     if not console.is_terminal:  # logs and CI: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(table)
-    if manifest.get("verified_on"):
-        console.print(f"parity against PyTorch on {manifest['verified_on']}", highlight=False, markup=False)
-    if manifest.get("advice"):
+    if manifest.verified_on:
+        console.print(f"parity against PyTorch on {manifest.verified_on}", highlight=False, markup=False)
+    if manifest.advice:
         from edgevision.bench.advice import Advice
 
-        a = manifest["advice"]
+        a = manifest.advice
         for line in Advice(a["latency"], a["throughput"], {}).lines():
             console.print(line + " (quick timing; `edgevision benchmark` measures carefully)", highlight=False, markup=False)
     quant = quantization_rows(manifest)

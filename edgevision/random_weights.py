@@ -23,15 +23,15 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     from edgevision.models.batchnorm import reestimate_batchnorm
     from edgevision.models.sources import build_model
     from edgevision.recipe import ExportSpec
-    from edgevision.recipe import InputSpec as RecipeInput
+    from edgevision.recipe import InputSection
     from edgevision.recipe import ModelSpec
     from edgevision.tasks import DETECTION_TASKS
-    from edgevision.runtime.preprocess import InputSpec, preprocess
+    from edgevision.runtime.preprocess import preprocess
     from edgevision.runtime.proposals import proposal_batch
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
-    spec = InputSpec.from_dict(RecipeInput(**recipe_data["input"]).model_dump())  # recipe defaults filled in
+    spec = InputSection(**recipe_data["input"]).spec()  # recipe defaults filled in
     data = ShapesDataset(images, seed=7, size=tuple(spec.size))
     task = recipe_data["task"]
     if task in DETECTION_TASKS and hasattr(model, "roi_heads") and not _has_batchnorm(getattr(getattr(model, "roi_heads", None), "mask_head", None),

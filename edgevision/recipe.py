@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgevision.backends.base import BACKENDS, unknown_options
+from edgevision.benchmark_options import default, help_text
 from edgevision.errors import RecipeError
+from edgevision.records import InputSpec
 from edgevision.recipe_errors import format_errors
 from edgevision.recipe_yaml import parse_yaml, read_recipe_text
 from edgevision.tasks import DETECTION_TASKS
@@ -87,16 +89,21 @@ Mean = Annotated[float, Field(ge=-10, le=10)]
 Std = Annotated[float, Field(ge=1e-3, le=10)]
 
 
-class InputSpec(_Strict):
-    """How an image becomes the network input (the runtime does exactly this, in OpenCV)."""
+class InputSection(_Strict):
+    """How an image becomes the network input (the runtime does exactly this, in OpenCV); the
+    defaults are records.InputSpec's."""
 
     size: tuple[int, int] = Field(description="Network input [height, width] in pixels.")
-    mean: tuple[Mean, Mean, Mean] = Field((0.485, 0.456, 0.406), description="Per channel, on 0..1 pixels.")
-    std: tuple[Std, Std, Std] = Field((0.229, 0.224, 0.225), description="Per channel, on 0..1 pixels (0.001..10).")
-    channel_order: Literal["rgb", "bgr"] = Field("rgb", description="Channel order the network expects.")
-    resize: Literal["stretch", "letterbox"] = "stretch"
-    pad_value: int = Field(114, ge=0, le=255, description="Letterbox padding value (0..255).")
-    layout: Literal["nchw", "nhwc"] = "nchw"
+    mean: tuple[Mean, Mean, Mean] = Field(InputSpec.mean, description="Per channel, on 0..1 pixels.")
+    std: tuple[Std, Std, Std] = Field(InputSpec.std, description="Per channel, on 0..1 pixels (0.001..10).")
+    channel_order: Literal["rgb", "bgr"] = Field(InputSpec.channel_order, description="Channel order the network expects.")
+    resize: Literal["stretch", "letterbox"] = InputSpec.resize
+    pad_value: int = Field(InputSpec.pad_value, ge=0, le=255, description="Letterbox padding value (0..255).")
+    layout: Literal["nchw", "nhwc"] = InputSpec.layout
+
+    def spec(self) -> InputSpec:
+        """The runtime's record of this section."""
+        return InputSpec.from_dict(self.model_dump(mode="json"))
 
     @field_validator("size", mode="before")
     @classmethod
@@ -287,18 +294,18 @@ class TrainSpec(_Strict):
 
 
 class BenchmarkSpec(_Strict):
-    """Defaults of `edgevision benchmark` (command-line options override them)."""
+    """Defaults of `edgevision benchmark` (command-line options override them); names, defaults and
+    descriptions come from bench/options.py, the limits are here."""
 
-    iterations: int = Field(200, ge=1, le=100000, description="Timed interleaved rounds per measurement.")
-    duration: Optional[float] = Field(None, gt=0, le=3600, description="Seconds per measurement instead of a fixed number of "
-                                      "rounds (each model gets at least 5 rounds).")
-    warmup: int = Field(10, ge=0, le=10000, description="Untimed calls per model before timing.")
-    batch_sizes: list[int] = Field([1], min_length=1, description="Synchronous throughput is measured at each batch "
-                                   "size (above 1 needs export.dynamic_batch).")
-    async_seconds: float = Field(3.0, ge=0, le=3600, description="Asynchronous multi-request throughput run per variant, where "
-                                 "the backend has one (OpenVINO: THROUGHPUT hint, AsyncInferQueue); 0 skips it.")
-    accuracy: bool = Field(True, description="Evaluate every model on data.val.")
-    memory: bool = Field(True, description="Measure each model's peak RSS in a process of its own.")
+    iterations: int = Field(default("iterations"), ge=1, le=100000, description=help_text("iterations"))
+    duration: Optional[float] = Field(default("duration"), gt=0, le=3600, description=help_text("duration"))
+    warmup: int = Field(default("warmup"), ge=0, le=10000, description=help_text("warmup"))
+    batch_sizes: list[int] = Field(default("batch_sizes"), min_length=1, description=help_text("batch_sizes"))
+    async_seconds: float = Field(default("async_seconds"), ge=0, le=3600, description=help_text("async_seconds"))
+    accuracy: bool = Field(default("accuracy"), description=help_text("accuracy"))
+    memory: bool = Field(default("memory"), description=help_text("memory"))
+    accuracy_images: Optional[int] = Field(default("accuracy_images"), ge=1, le=1_000_000,
+                                           description=help_text("accuracy_images"))
 
     @field_validator("batch_sizes")
     @classmethod
@@ -315,7 +322,7 @@ class Recipe(_Strict):
     name: str = Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Artifact name (letters, digits, -_.).")
     task: Task
     model: ModelSpec
-    input: InputSpec
+    input: InputSection
     export: ExportSpec = ExportSpec()
     targets: list[TargetSpec] = Field(min_length=1)
     verify: VerifySpec = VerifySpec()
@@ -399,8 +406,8 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "edgevision recipe"
     schema["required"] = [k for k in schema["required"] if k not in ("input", "task")]  # ultralytics / timm: from the source
-    size = schema["$defs"]["InputSpec"]["properties"]["size"]
-    schema["$defs"]["InputSpec"]["properties"]["size"] = {"anyOf": [{"type": "integer"}, size], "description": size.pop(
+    size = schema["$defs"]["InputSection"]["properties"]["size"]
+    schema["$defs"]["InputSection"]["properties"]["size"] = {"anyOf": [{"type": "integer"}, size], "description": size.pop(
         "description", "") + " One number: a square."}
     schema["properties"]["input"]["description"] = ("Required, except for model sources that record it (ultralytics, "
                                                     "timm), where it overrides what they record.")

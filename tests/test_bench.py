@@ -79,7 +79,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
                        benchmark={"batch_sizes": [1, 2]})
     data["model"]["checkpoint"] = str(calibrated_checkpoint(data, root / "benchunet.pt"))
     recipe = write_recipe(root / "benchunet.yaml", data)
-    options = BenchOptions(iterations=6, warmup=1, async_seconds=0.2, threads=2)
+    options = BenchOptions({"iterations": 6, "warmup": 1, "async_seconds": 0.2}, threads=2)
     return benchmark(recipe, options, Quiet()), root
 
 
@@ -188,6 +188,23 @@ def test_html_renders_in_chromium_with_its_images(bench_run, tmp_path: Path) -> 
     assert text_rows > 100  # the tables themselves are rendered too
 
 
+def test_benchmark_options_are_declared_once() -> None:
+    """One table (benchmark_options): the recipe's section takes its names, defaults and help, and
+    `edgevision benchmark` has an option for each, with the same help."""
+    from typer.main import get_command
+
+    from edgevision.benchmark_options import BENCH_OPTIONS, flag
+    from edgevision.commands import app
+    from edgevision.recipe import BenchmarkSpec
+
+    fields = BenchmarkSpec.model_fields
+    assert list(fields) == list(BENCH_OPTIONS)
+    params = {opt: p for p in get_command(app).commands["benchmark"].params for opt in p.opts}
+    for name, (value, text) in BENCH_OPTIONS.items():
+        assert fields[name].default == value and fields[name].description == text
+        assert text in params[flag(name)].help and params[flag(name)].default is None  # None: the recipe's value
+
+
 def test_bad_targets_and_options(bench_run, tmp_path: Path) -> None:  # noqa: ANN001
     report, _ = bench_run
     with pytest.raises(RecipeError, match="neither an artifact folder nor a recipe"):
@@ -197,6 +214,13 @@ def test_bad_targets_and_options(bench_run, tmp_path: Path) -> None:  # noqa: AN
     artifact = Path(report["artifact"]["path"])
     with pytest.raises(RecipeError, match="no variant 'nope'"):
         benchmark(artifact, BenchOptions(variants=["nope"]), Quiet())
+    # the options' limits are the recipe section's (recipe.BenchmarkSpec), checked before anything runs
+    with pytest.raises(RecipeError, match=r"--iterations 0: Input should be greater than or equal to 1"):
+        benchmark(artifact, BenchOptions({"iterations": 0}), Quiet())
+    with pytest.raises(RecipeError, match=r"--batch \[1, 65\]: .*between 1 and 64"):
+        benchmark(artifact, BenchOptions({"batch_sizes": [1, 65]}), Quiet())
+    with pytest.raises(RecipeError, match="'iterationz' does not exist"):
+        benchmark(artifact, BenchOptions({"iterationz": 5}), Quiet())
 
 
 def test_cli_benchmark_quick_on_one_variant(bench_run, tmp_path: Path, capsys) -> None:  # noqa: ANN001

@@ -61,7 +61,7 @@ def test_fp32_backends_agree_through_the_runtime(unet_artifact) -> None:  # noqa
 def test_load_by_artifact_folder_and_errors(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
     _, root = unet_artifact
     with edgevision.load(root) as model:
-        assert model.info["name"] == "onnxruntime-fp32"  # first verified variant
+        assert model.name == "onnxruntime-fp32"  # first verified variant
     with pytest.raises(ArtifactError, match="no variant 'tensorrt-fp16'"):
         edgevision.load(root, "tensorrt-fp16")
     with pytest.raises(ArtifactError, match="artifact directory not found"):
@@ -129,17 +129,17 @@ def test_tolerance_failure_keeps_previous_artifact(unet_artifact, build_root: Pa
     data["model"]["checkpoint"] = str(calibrated_checkpoint(data, build_root / "strict.pt"))
     data["targets"] = [{"backend": "openvino", "precision": "bf16"}]
     api.compile(parse_recipe(data), reporter=Quiet())  # default bf16 tolerance passes
-    before = read_manifest(build_root / "strict")["created"], (build_root / "strict" / "manifest.json").read_bytes()
+    before = read_manifest(build_root / "strict").created, (build_root / "strict" / "manifest.json").read_bytes()
     data["verify"]["tolerances"] = {"bf16": {"min_cosine": 1.0, "max_abs_diff": 1e-9, "min_agreement": 1.0}}
     with pytest.raises(VerificationFailed) as e:
         api.compile(parse_recipe(data), reporter=Quiet())
     assert "openvino-bf16" in str(e.value) and "strict.failed" in str(e.value)
     failed = read_manifest(build_root / "strict.failed")
-    assert failed["variants"][0]["status"] == "failed" and failed["variants"][0]["reasons"]
+    assert failed.variants[0].status == "failed" and failed.variants[0].reasons
     assert (build_root / "strict" / "manifest.json").read_bytes() == before[1]
     data["verify"]["tolerances"] = {}
     api.compile(parse_recipe(data), reporter=Quiet())  # passing again clears the stale failure
-    assert not (build_root / "strict.failed").exists() and read_manifest(build_root / "strict")["created"]
+    assert not (build_root / "strict.failed").exists() and read_manifest(build_root / "strict").created
 
 
 def test_export_failure_names_the_module(build_root: Path) -> None:

@@ -128,9 +128,9 @@ def test_parity_that_compared_nothing_fails_and_no_detections_is_an_empty_result
     with pytest.raises(VerificationFailed, match="onnxruntime-fp32"):
         api.compile(parse_recipe(data), reporter=Quiet(), threads=2)
     failed = build_root / "ssdlite_strict.failed"
-    (variant,) = read_manifest(failed)["variants"]
-    assert variant["status"] == "failed" and variant["parity"]["detections"] == 0
-    assert variant["reasons"][0].startswith("compared nothing: neither PyTorch nor the variant detected anything on the 4")
+    (variant,) = read_manifest(failed).variants
+    assert variant.status == "failed" and variant.parity["detections"] == 0
+    assert variant.reasons[0].startswith("compared nothing: neither PyTorch nor the variant detected anything on the 4")
     with edgevision.load(failed / "onnxruntime-fp32") as model:
         dets = model.predict(np.zeros((50, 60, 3), np.uint8))
     assert len(dets) == 0 and dets.boxes.shape == (0, 4) and dets.to_dict() == {"detections": []}

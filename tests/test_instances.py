@@ -21,7 +21,8 @@ from oracles import as_contract, torchvision_two_stage
 from edgevision.models.sources import build_model
 from edgevision.recipe import ModelSpec
 from edgevision.runtime.instances import decode_keypoints, mask_rle, paste_masks
-from edgevision.runtime.preprocess import InputSpec, preprocess
+from edgevision.records import InputSpec
+from edgevision.runtime.preprocess import preprocess
 from edgevision.verify.parity import compare_detections
 
 LABELS = ["background", "circle", "square", "triangle"]

@@ -5,7 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edgevision.runtime.preprocess import InputSpec, plan, preprocess, resize, resize_nearest
+from edgevision.records import InputSpec
+
+
+from edgevision.runtime.preprocess import plan, preprocess, resize, resize_nearest
 
 
 def _spec(**kw: object) -> InputSpec:

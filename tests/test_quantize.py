@@ -17,7 +17,8 @@ from edgevision.quantize.calibration import load_calibration, make_calibration_s
 from edgevision.quantize.graph import tail_nodes
 from edgevision.quantize.onnx_qdq import check_tensorrt_qdq, quantize_qdq, tail_consumers_of_qdq, to_fp16
 from edgevision.recipe import CalibrationSpec, parse_recipe
-from edgevision.runtime.preprocess import InputSpec, preprocess
+from edgevision.records import InputSpec
+from edgevision.runtime.preprocess import preprocess
 from conftest import Quiet, recipe_dict
 
 SPEC = InputSpec(size=(64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), resize="letterbox")

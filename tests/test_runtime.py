@@ -106,7 +106,7 @@ def test_missing_backend_names_the_package(unet_artifact) -> None:  # noqa: ANN0
     assert "backend 'openvino' needs the Python package 'openvino'" in proc.stderr
     assert "pip install 'edgevision[openvino]'" in proc.stderr
     # an artifact folder falls back to a variant whose backend is installed
-    proc = _without(["onnxruntime"], f"import edgevision\nprint(edgevision.load({str(root)!r}).info['name'])")
+    proc = _without(["onnxruntime"], f"import edgevision\nprint(edgevision.load({str(root)!r}).name)")
     assert proc.returncode == 0 and proc.stdout.strip() == "openvino-fp32", proc.stderr
 
 

@@ -62,23 +62,25 @@ def test_segmentation_predictor_is_thread_safe(unet_artifact, variant: str) -> N
 
 
 def test_pytorch_reference_predictor_is_thread_safe(compiled) -> None:  # noqa: ANN001
+    from edgevision.artifact import read_manifest
     from edgevision.verify.reference import reference_predictor
 
-    manifest, _ = compiled("ssdlite", "detection", "ssdlite320_mobilenet_v3_large", 160, **SSD_EXTRA)
-    with reference_predictor(manifest, threads=2) as model:
+    _, root = compiled("ssdlite", "detection", "ssdlite320_mobilenet_v3_large", 160, **SSD_EXTRA)
+    with reference_predictor(read_manifest(root), threads=2) as model:
         _hammer(model)
 
 
 def test_tensorrt_variant_emulated_on_cpu_is_thread_safe(compiled) -> None:  # noqa: ANN001
+    from edgevision.artifact import read_variant
     from edgevision.builders import open_runner
 
     _, root = compiled("ssdlite_trt", "detection", "ssdlite320_mobilenet_v3_large", 160,
                        export={"nms": {"score_threshold": 0.3}}, targets=[{"backend": "onnxruntime"}, {"backend": "tensorrt"}])
     vdir = root / "tensorrt-fp32"
-    info = json.loads((vdir / "variant.json").read_text())
-    runner, note = open_runner(info, vdir, threads=2)
+    found = read_variant(vdir)
+    runner, note = open_runner(found.variant, vdir, threads=2)
     assert "emulation" in note
-    with Predictor(info, runner, path=vdir) as model:
+    with Predictor(found.info, runner, found.variant, path=vdir) as model:
         _hammer(model)
 
 

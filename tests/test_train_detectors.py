@@ -15,7 +15,6 @@ from edgevision.data import ShapesDataset, open_dataset
 from edgevision.errors import RecipeError
 from edgevision.models.sources import build_model
 from edgevision.recipe import parse_recipe
-from edgevision.runtime.preprocess import InputSpec
 from edgevision.train.loop import _flip, _loss_function, _targets
 
 
@@ -30,7 +29,7 @@ def _recipe(tmp_path: Path, task: str, source: str, **extra):  # noqa: ANN003, A
 def test_instance_targets_are_placed_as_the_image_and_flip_with_it(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, "instance_segmentation", "maskrcnn_resnet50_fpn", input={"resize": "letterbox"})
     dataset = ShapesDataset(4, seed=3, size=(96, 160))  # letterboxed into 128x128
-    spec = InputSpec.from_dict(recipe.input.model_dump())
+    spec = recipe.input.spec()
     images, targets = _targets(recipe, dataset, np.arange(2), spec)
     assert images.shape == (2, 3, 128, 128)
     for t in targets:
@@ -54,7 +53,7 @@ def _one_step(recipe):  # noqa: ANN001, ANN202
     torch.manual_seed(0)
     model = build_model(recipe.model, load_checkpoint=False).train()
     dataset = open_dataset(recipe.data.train, recipe.input.size)
-    images, targets = _targets(recipe, dataset, np.arange(2), InputSpec.from_dict(recipe.input.model_dump()))
+    images, targets = _targets(recipe, dataset, np.arange(2), recipe.input.spec())
     loss = _loss_function(recipe, model, dataset)(torch.from_numpy(images), targets)
     loss.backward()
     assert torch.isfinite(loss) and loss.item() > 0

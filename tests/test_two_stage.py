@@ -22,7 +22,8 @@ from oracles import as_contract, torchvision_two_stage
 from edgevision.models.sources import build_model
 from edgevision.ops.nms import nms_reference
 from edgevision.recipe import ModelSpec
-from edgevision.runtime.preprocess import InputSpec, preprocess
+from edgevision.records import InputSpec
+from edgevision.runtime.preprocess import preprocess
 from edgevision.verify.parity import compare_detections
 
 LABELS = ["background", "circle", "square", "triangle"]

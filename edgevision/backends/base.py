@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
-INPUT_NAME = "images"  # the network input of every exported graph
 
 @dataclass(frozen=True)
 class Backend:

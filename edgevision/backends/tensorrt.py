@@ -4,7 +4,6 @@ Engines are specific to GPU model and TensorRT version."""
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from edgevision.records import Manifest
+
 INT8_MIN_GAIN = 1.3  # below this, INT8's accuracy risk buys too little time
 
 
@@ -101,11 +103,11 @@ def _dominated(c: Candidate, timed: List[Candidate]) -> List[str]:
     return []
 
 
-def from_manifest(manifest: Dict[str, Any], metric: str) -> Advice:
+def from_manifest(manifest: Manifest, metric: str) -> Advice:
     """The compile summary's advice, from its quick interleaved timing."""
-    return advise([Candidate(v["name"], v["backend"], v["precision"], v["status"] == "passed" and "verified_with" not in v,
-                             ((v.get("latency") or {}).get("e2e") or {}).get("p50"), None,
-                             (v.get("accuracy") or {}).get(metric)) for v in manifest["variants"]])
+    return advise([Candidate(v.name, v.backend, v.precision, v.status == "passed" and v.verified_with is None,
+                             ((v.latency or {}).get("e2e") or {}).get("p50"), None, (v.accuracy or {}).get(metric))
+                   for v in manifest.variants])
 
 
 def from_report(report: Dict[str, Any]) -> Advice:

@@ -13,36 +13,32 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from edgevision.artifact import inside, read_manifest, read_variant, verify_files
+from edgevision.records import Manifest
 from edgevision.bench.advice import from_report
 from edgevision.verify.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
+from edgevision.benchmark_options import BENCH_OPTIONS, QUICK, flag
 from edgevision.reporting import Reporter
 from edgevision.tasks import METRIC
 from edgevision.errors import BackendNotInstalled, EdgeVisionError, RecipeError
 
-QUICK = {"iterations": 30, "warmup": 3, "batch_sizes": [1], "async_seconds": 1.0, "accuracy_images": 50}
 MEMORY_ITERATIONS = 10
 ACCURACY_KEYS = ("images", "map", "map50", "mask_map", "miou", "top1", "top5")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BenchOptions:
-    """Command-line choices; None means: the recipe's `benchmark` section (or --quick's value)."""
+    """What one run asks for: overrides of the recipe's `benchmark` section (the names in
+    benchmark_options.BENCH_OPTIONS; None: the recipe's value, or --quick's), the variants to run
+    and the threads."""
 
-    iterations: Optional[int] = None
-    duration: Optional[float] = None
-    warmup: Optional[int] = None
-    batch_sizes: Optional[List[int]] = None
-    async_seconds: Optional[float] = None
-    accuracy: Optional[bool] = None
-    memory: Optional[bool] = None
-    accuracy_images: Optional[int] = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
     quick: bool = False
     threads: Optional[int] = None
     variants: Optional[List[str]] = None
@@ -57,21 +53,27 @@ class _Model:
     timed: bool = True
 
 
-def settings_for(manifest: Dict[str, Any], options: BenchOptions) -> Dict[str, Any]:
+def settings_for(manifest: Manifest, options: BenchOptions) -> Dict[str, Any]:
+    """The recipe's benchmark section, then --quick, then the options asked for, checked against
+    the section's limits (recipe.BenchmarkSpec)."""
+    from pydantic import ValidationError
+
     from edgevision.recipe import BenchmarkSpec
 
-    spec = BenchmarkSpec(**(manifest["recipe"]["content"].get("benchmark") or {}))
-    s: Dict[str, Any] = spec.model_dump()
-    s["accuracy_images"] = None
-    if options.quick:
-        s.update(QUICK)
-    for key in ("iterations", "duration", "warmup", "batch_sizes", "async_seconds", "accuracy", "memory", "accuracy_images"):
-        value = getattr(options, key)
-        if value is not None:
-            s[key] = value
-    if s["duration"] is not None and options.iterations is None:
+    asked = {k: v for k, v in options.overrides.items() if v is not None}
+    unknown = sorted(set(asked) - set(BENCH_OPTIONS))
+    if unknown:
+        raise RecipeError(f"benchmark option {unknown[0]!r} does not exist (options: {', '.join(BENCH_OPTIONS)})")
+    merged = {**(manifest.recipe["content"].get("benchmark") or {}), **(QUICK if options.quick else {}), **asked}
+    try:
+        s: Dict[str, Any] = BenchmarkSpec(**merged).model_dump()
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else "benchmark"
+        raise RecipeError(f"{flag(name)} {merged.get(name)!r}: {first['msg']}") from None
+    if s["duration"] is not None and "iterations" not in asked:
         s["iterations"] = None  # a duration replaces the recipe's round count unless both were asked for
-    if max(s["batch_sizes"]) > 1 and not manifest["recipe"]["content"]["export"]["dynamic_batch"]:
+    if max(s["batch_sizes"]) > 1 and not manifest.recipe["content"]["export"]["dynamic_batch"]:
         raise RecipeError(f"--batch {s['batch_sizes']}: this artifact was exported for batch 1 (export.dynamic_batch: false)")
     s["quick"] = options.quick
     s["threads"] = options.threads or os.cpu_count() or 1
@@ -103,13 +105,13 @@ def benchmark_artifact(artifact: Path, options: Optional[BenchOptions] = None,
     return _report(artifact, manifest, models, s, notes, time.perf_counter() - started)
 
 
-def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], names: Optional[List[str]],
+def _open_models(artifact: Path, manifest: Manifest, s: Dict[str, Any], names: Optional[List[str]],
                  reporter: Reporter) -> List[_Model]:
     from edgevision.builders import open_runner
     from edgevision.runtime.predictor import Predictor
     from edgevision.verify.reference import reference_predictor
 
-    known = [v["name"] for v in manifest["variants"]]
+    known = manifest.names
     unknown = [n for n in (names or []) if n not in known]
     if unknown:
         raise RecipeError(f"--variants: {artifact} has no variant {unknown[0]!r} (variants: {', '.join(known)})")
@@ -120,21 +122,21 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
     except (EdgeVisionError, ImportError) as e:
         base.row.update(status="skipped", reasons=[f"PyTorch baseline not available: {e}"])
     models = [base]
-    for v in manifest["variants"]:
-        if names and v["name"] not in names:
+    for v in manifest.variants:
+        if names and v.name not in names:
             continue
-        row = {"name": v["name"], "backend": v["backend"], "precision": v["precision"], "device": v.get("device", "cpu"),
-               "baseline": False, "status": v["status"], "reasons": list(v.get("reasons") or []), "notes": [],
-               "size_mb": v.get("size_mb"), "compile_seconds": v.get("build_seconds")}
+        row = {"name": v.name, "backend": v.backend, "precision": v.precision, "device": v.device,
+               "baseline": False, "status": v.status, "reasons": list(v.reasons), "notes": [],
+               "size_mb": v.size_mb, "compile_seconds": v.build_seconds}
         model = _Model(row)
         models.append(model)
-        if v["status"] == "error":  # nothing was built
+        if v.status == "error":  # nothing was built
             continue
         try:
-            vdir = inside(artifact, v["name"], "variant")
-            info = read_variant(vdir)
-            verify_files(vdir, info["files"])
-            runner, note = open_runner(info, vdir, s["threads"])
+            vdir = inside(artifact, v.name, "variant")
+            found = read_variant(vdir)
+            verify_files(vdir, found.variant.files or {})
+            runner, note = open_runner(found.variant, vdir, s["threads"])
         except BackendNotInstalled as e:
             row.update(status="skipped", reasons=row["reasons"] + [str(e)])
             continue
@@ -144,12 +146,12 @@ def _open_models(artifact: Path, manifest: Dict[str, Any], s: Dict[str, Any], na
         if note:
             row["notes"].append(f"{note}: accuracy only, not timed")
             model.timed = False
-        model.predictor = Predictor(info, runner, path=vdir)
+        model.predictor = Predictor(found.info, runner, found.variant, path=vdir)
     reporter.info(f"benchmarking {sum(m.predictor is not None for m in models)} models of {artifact} with {s['threads']} threads")
     return models
 
 
-def _sample_image(manifest: Dict[str, Any], val: Any, tmp: Path) -> Path:
+def _sample_image(manifest: Manifest, val: Any, tmp: Path) -> Path:
     """The end-to-end input: the first data.val image (or a generated one) as a JPEG file, so
     decoding is part of the end-to-end time, as in a camera application reading frames."""
     from PIL import Image
@@ -159,23 +161,23 @@ def _sample_image(manifest: Dict[str, Any], val: Any, tmp: Path) -> Path:
     else:
         from edgevision.data.shapes import ShapesDataset
 
-        pixels = ShapesDataset(1, seed=9999, size=tuple(manifest["input"]["size"]))[0].image
+        pixels = ShapesDataset(1, seed=9999, size=manifest.info.input.size)[0].image
     path = tmp / "sample.jpg"
     Image.fromarray(pixels).save(path, quality=95)
     return path
 
 
-def _val_dataset(manifest: Dict[str, Any]) -> Any:
+def _val_dataset(manifest: Manifest) -> Any:
     from edgevision.data import open_dataset
     from edgevision.recipe import DataSource
 
-    val = (manifest["recipe"]["content"].get("data") or {}).get("val")
+    val = (manifest.recipe["content"].get("data") or {}).get("val")
     if not val:
         return None
-    return open_dataset(DataSource(**val), tuple(manifest["input"]["size"]))
+    return open_dataset(DataSource(**val), manifest.info.input.size)
 
 
-def _accuracy(manifest: Dict[str, Any], val: Any, models: List[_Model], s: Dict[str, Any], reporter: Reporter) -> List[str]:
+def _accuracy(manifest: Manifest, val: Any, models: List[_Model], s: Dict[str, Any], reporter: Reporter) -> List[str]:
     """Task metrics of every open model on data.val (or its first accuracy_images); returns notes
     for the whole report."""
     from edgevision.data import Selection
@@ -185,7 +187,7 @@ def _accuracy(manifest: Dict[str, Any], val: Any, models: List[_Model], s: Dict[
         return ["accuracy not measured: the recipe has no data.val"]
     if s["accuracy_images"] is not None and s["accuracy_images"] < len(val):
         val = Selection(val, list(range(s["accuracy_images"])))
-    metric = METRIC[manifest["task"]]
+    metric = METRIC[manifest.info.task]
     for m in models:
         if m.predictor is None:
             continue
@@ -214,7 +216,7 @@ def _rounds(s: Dict[str, Any], divisor: int = 1) -> Dict[str, Any]:
             "duration": s["duration"] / divisor if s["duration"] else None, "warmup": s["warmup"]}
 
 
-def _latency(manifest: Dict[str, Any], models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
+def _latency(manifest: Manifest, models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
 
     timed = _timed(models)
     if not timed:
@@ -241,7 +243,7 @@ def _decode(image: Path) -> Any:
     return to_rgb(str(image))
 
 
-def _throughput(manifest: Dict[str, Any], models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
+def _throughput(manifest: Manifest, models: List[_Model], image: Path, s: Dict[str, Any], reporter: Reporter) -> None:
     """Synchronous images/s at each batch size (engine only, one request at a time), and
     asynchronous images/s with many requests in flight where the backend supports it."""
 
@@ -290,7 +292,7 @@ def _memory(artifact: Path, models: List[_Model], image: Path, s: Dict[str, Any]
             advance(1)
 
 
-def _report(artifact: Path, manifest: Dict[str, Any], models: List[_Model], s: Dict[str, Any], notes: List[str],
+def _report(artifact: Path, manifest: Manifest, models: List[_Model], s: Dict[str, Any], notes: List[str],
             seconds: float) -> Dict[str, Any]:
     from edgevision.version import __version__
 
@@ -304,10 +306,10 @@ def _report(artifact: Path, manifest: Dict[str, Any], models: List[_Model], s: D
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(seconds, 1),
         "artifact": {
-            "path": str(artifact), "name": manifest["name"], "task": manifest["task"],
-            "input_size": list(manifest["input"]["size"]), "metric": METRIC[manifest["task"]],
-            "compiled": manifest.get("created"), "recipe_sha256": manifest["recipe"]["sha256"],
-            "export_seconds": (manifest.get("export") or {}).get("seconds"),
+            "path": str(artifact), "name": manifest.name, "task": manifest.info.task,
+            "input_size": list(manifest.info.input.size), "metric": METRIC[manifest.info.task],
+            "compiled": manifest.created or None, "recipe_sha256": manifest.recipe["sha256"],
+            "export_seconds": manifest.export.get("seconds"),
         },
         "machine": machine(s["threads"]),
         "settings": settings,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 from edgevision.backends.base import BACKENDS, create_runner
+from edgevision.records import VariantRecord
 
 if TYPE_CHECKING:
     from edgevision.ops.nms import NMSParams
@@ -40,13 +41,13 @@ def build_variant(backend: str, onnx_path: Path, out_dir: Path, precision: str, 
     return module.build(onnx_path, out_dir, precision, device, options, context)
 
 
-def open_runner(entry: Dict[str, Any], vdir: Path, threads: Optional[int]) -> Tuple[Any, Optional[str]]:
-    """A built variant's runner on this machine (variant entry: backend, settings), and a note when it
-    is not the real engine: a TensorRT variant without an engine here runs as CPU emulation."""
-    settings = entry["settings"]
+def open_runner(variant: VariantRecord, vdir: Path, threads: Optional[int]) -> Tuple[Any, Optional[str]]:
+    """A built variant's runner on this machine, and a note when it is not the real engine: a
+    TensorRT variant without an engine here runs as CPU emulation."""
+    settings = variant.settings or {}
     files = {k: vdir / v for k, v in settings["files"].items()}
-    info = BACKENDS[entry["backend"]]
+    info = BACKENDS[variant.backend]
     if info.emulation is not None and "engine" not in settings["files"]:
         emulate = getattr(importlib.import_module(info.builder), info.emulation)
         return emulate(files, settings, threads), "CPU emulation: onnxruntime, EfficientNMS_TRT lowered to standard ONNX; engine not built here"
-    return create_runner(entry["backend"], files, settings, threads), None
+    return create_runner(variant.backend, files, settings, threads), None

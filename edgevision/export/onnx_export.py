@@ -24,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from edgevision.backends.base import INPUT_NAME
+from edgevision.records import INPUT_NAME
 from edgevision.errors import ExportError
 from edgevision.export.nms import OUTPUTS as NMS_OUTPUTS
 from edgevision.export.nms import append_nms

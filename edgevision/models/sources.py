@@ -12,10 +12,8 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-import torch
 from torch import nn
 
 from edgevision.errors import ModelSourceError

@@ -14,7 +14,9 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from edgevision.errors import DataError, InputError
-from edgevision.runtime.preprocess import InputSpec, preprocess
+from edgevision.records import InputSpec
+
+from edgevision.runtime.preprocess import preprocess
 
 MIN_RECOMMENDED = 100
 CACHE_DIR = Path("build/.cache/calibration")

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from edgevision.backends.base import INPUT_NAME
+from edgevision.records import INPUT_NAME
 from edgevision.errors import BackendError
 from edgevision.quantize.calibration import CalibrationSet, cache_path, require_calibration
 from edgevision.quantize.graph import WEIGHTED_OPS, consumers, name_nodes, tail_nodes

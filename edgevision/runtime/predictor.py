@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Un
 
 import numpy as np
 
-from edgevision.artifact import VARIANT, inside, manifest_variants, read_manifest, read_variant, verify_files
-from edgevision.backends.base import INPUT_NAME, Runner, create_runner
+from edgevision.artifact import VARIANT, inside, read_manifest, read_variant, verify_files
+from edgevision.backends.base import Runner, create_runner
 from edgevision.errors import ArtifactError, BackendNotInstalled, InputError
 from edgevision.runtime import postprocess
 from edgevision.runtime.images import ImageLike, to_rgb
-from edgevision.runtime.preprocess import InputSpec, Transform, preprocess
+from edgevision.records import ModelInfo, VariantRecord
+from edgevision.runtime.preprocess import Transform, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
 from edgevision.runtime.results import Classification, Detections, Segmentation
 from edgevision.runtime.sources import SourceLike
@@ -35,22 +36,24 @@ class Predictor:
     request, TensorRT serialises calls); results never alias buffers that a later call overwrites.
     """
 
-    def __init__(self, info: Dict[str, Any], runner: Runner, path: Optional[Path] = None) -> None:
+    def __init__(self, info: ModelInfo, runner: Runner, variant: Optional[VariantRecord] = None,
+                 path: Optional[Path] = None) -> None:
         self.info = info
+        self.variant = variant
         self.path = path
         self.runner = runner
-        self.task: str = info["task"]
-        self.labels: List[str] = list(info.get("labels") or [])
-        self.input = InputSpec.from_dict(info["input"])
-        self.input_name: str = info["input"].get("name", INPUT_NAME)
-        self.max_batch: int = int(info["input"].get("max_batch", 1))
-        self.max_proposals: Optional[int] = info["input"].get("proposals")  # external-proposal artifacts
+        self.task: str = info.task
+        self.labels: List[str] = list(info.labels)
+        self.input = info.input
+        self.input_name: str = info.input_name
+        self.max_batch: int = info.max_batch
+        self.max_proposals: Optional[int] = info.proposals  # external-proposal artifacts
         if self.task not in TASKS:
             raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
 
     @property
     def name(self) -> str:
-        return str(self.info.get("name", "model"))
+        return self.variant.name if self.variant is not None else "model"
 
     def predict(
         self,
@@ -138,7 +141,8 @@ class Predictor:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Predictor({self.name}, task={self.task}, backend={self.info.get('backend')}, precision={self.info.get('precision')})"
+        backend, precision = (self.variant.backend, self.variant.precision) if self.variant else (None, None)
+        return f"Predictor({self.name}, task={self.task}, backend={backend}, precision={precision})"
 
 
 def load(
@@ -163,18 +167,18 @@ def load(
         if variant is not None and variant != path.name:
             raise ArtifactError(f"{path} is the variant '{path.name}'; do not also ask for variant '{variant}'")
         return _open_variant(path, threads, streams, verify)
-    variants = manifest_variants(read_manifest(path), path)
-    names = [v["name"] for v in variants]
+    variants = read_manifest(path).variants
+    names = [v.name for v in variants]
     if variant is not None:
         if variant not in names:
             raise ArtifactError(f"{path}: no variant '{variant}' (variants: {', '.join(names)})")
         return _open_variant(inside(path, variant, "variant"), threads, streams, verify)
     errors = []
     for v in variants:
-        if v.get("status") != "passed":
+        if v.status != "passed":
             continue
         try:
-            return _open_variant(inside(path, v["name"], "variant"), threads, streams, verify)
+            return _open_variant(inside(path, v.name, "variant"), threads, streams, verify)
         except BackendNotInstalled as e:
             errors.append(str(e))
     detail = ("; ".join(errors)) if errors else "no variant passed verification"
@@ -182,13 +186,13 @@ def load(
 
 
 def _open_variant(vdir: Path, threads: Optional[int], streams: int, verify: bool) -> Predictor:
-    info = read_variant(vdir)
+    found = read_variant(vdir)
+    variant = found.variant
+    settings = variant.settings or {}
     if verify:
-        verify_files(vdir, info["files"])
-    settings = info["settings"]
+        verify_files(vdir, variant.files or {})
     files = {role: vdir / rel for role, rel in settings["files"].items()}
     if streams < 1:
         raise InputError(f"streams must be >= 1, got {streams}")
-    runner = create_runner(info["backend"], files, settings, threads=threads, streams=streams)
-    return Predictor(info, runner, path=vdir)
-
+    runner = create_runner(variant.backend, files, settings, threads=threads, streams=streams)
+    return Predictor(found.info, runner, variant, path=vdir)

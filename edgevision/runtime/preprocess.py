@@ -11,32 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    size: Tuple[int, int]  # network (height, width)
-    mean: Tuple[float, float, float]
-    std: Tuple[float, float, float]
-    channel_order: str = "rgb"
-    resize: str = "stretch"
-    pad_value: int = 114
-    layout: str = "nchw"
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "InputSpec":
-        return cls(
-            size=(int(d["size"][0]), int(d["size"][1])),
-            mean=tuple(float(v) for v in d["mean"]),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d["std"]),  # type: ignore[arg-type]
-            channel_order=d.get("channel_order", "rgb"),
-            resize=d.get("resize", "stretch"),
-            pad_value=int(d.get("pad_value", 114)),
-            layout=d.get("layout", "nchw"),
-        )
+from edgevision.records import InputSpec
 
 
 @dataclass(frozen=True)

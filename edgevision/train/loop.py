@@ -24,7 +24,8 @@ from edgevision.errors import DataError, RecipeError
 from edgevision.export.onnx_export import ExportWrapper
 from edgevision.models.sources import build_model
 from edgevision.recipe import Recipe
-from edgevision.runtime.preprocess import InputSpec, preprocess, resize_nearest
+from edgevision.records import InputSpec
+from edgevision.runtime.preprocess import preprocess, resize_nearest
 from edgevision.train.torchvision_det import background_is_class_zero, detection_loss, is_torchvision_detector
 
 IGNORE = 255  # letterbox padding in segmentation targets
@@ -161,7 +162,7 @@ def train(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     rng = np.random.default_rng(cfg.seed)
-    spec = InputSpec.from_dict(recipe.input.model_dump())
+    spec = recipe.input.spec()
     dataset = open_dataset(recipe.data.train, recipe.input.size)
     if recipe.data.train.source == "shapes":  # rendered once, not once per epoch
         dataset = _Cached(dataset)

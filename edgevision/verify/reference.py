@@ -13,8 +13,12 @@ from edgevision.backends.base import RunnerBase, TensorSpec
 from edgevision.errors import ModelSourceError, RecipeError
 from edgevision.ops.nms import NMSParams, nms_reference
 from edgevision.recipe import Recipe, parse_recipe
+from edgevision.records import Manifest, VariantRecord
 from edgevision.runtime.predictor import Predictor
 from edgevision.tasks import DETECTION_TASKS
+
+
+REFERENCE = VariantRecord("pytorch-fp32", "torch", "fp32", status="reference")
 
 
 class TorchRunner(RunnerBase):
@@ -49,11 +53,11 @@ def reference(recipe: Recipe) -> tuple[Any, Optional[NMSParams], Any]:
     return wrapper, nms, TorchRunner(wrapper, wrapper.input_names, wrapper.output_names, post=post)
 
 
-def reference_predictor(manifest: dict[str, Any], threads: Optional[int] = None) -> Predictor:
+def reference_predictor(manifest: Manifest, threads: Optional[int] = None) -> Predictor:
     """The PyTorch FP32 model an artifact was compiled from, as a Predictor (the benchmark's
     baseline). Raises ModelSourceError if its checkpoint is gone or changed since the compile."""
-    recipe = parse_recipe(manifest["recipe"]["content"], source="manifest.json recipe")
-    model = manifest.get("model") or {}
+    recipe = parse_recipe(manifest.recipe["content"], source="manifest.json recipe")
+    model = manifest.model
     ckpt = recipe.model.checkpoint
     if ckpt is not None:
         if not ckpt.is_file():
@@ -65,8 +69,7 @@ def reference_predictor(manifest: dict[str, Any], threads: Optional[int] = None)
     if threads:
         torch.set_num_threads(threads)
     _, _, runner = reference(recipe)
-    info = {k: manifest[k] for k in ("schema_version", "task", "labels", "input", "outputs")}
-    return Predictor({**info, "name": "pytorch-fp32", "backend": "torch", "precision": "fp32"}, runner)
+    return Predictor(manifest.info, runner, REFERENCE)
 
 
 def detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
