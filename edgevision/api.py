@@ -149,10 +149,15 @@ def compile(recipe: Union[Recipe, str, Path], reporter: Optional[Reporter] = Non
     job = steps.prepare(recipe, reporter, threads)
     with Staging(recipe.output_dir) as stage, tempfile.TemporaryDirectory() as scratch:
         exported = steps.export(job, stage.path, Path(scratch))
-        checks = steps.checks(job, exported)
+        checks = steps.prepare_checks(job, exported)
         runners: dict[str, Any] = {}  # one open runner per built variant, for parity, accuracy and timing
         try:
-            variants = [steps.build(job, exported, checks, t, runners) for t in recipe.targets]
+            variants = []
+            for target in recipe.targets:
+                record, runner = steps.build(job, exported, checks, target)
+                variants.append(record)
+                if runner is not None:
+                    runners[record.name] = runner
             variants, baseline = measure(job, exported.info, checks.baseline_accuracy, variants, runners)
         finally:
             for r in runners.values():

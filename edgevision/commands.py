@@ -179,7 +179,7 @@ def calibration_make(
     """Sample a calibration set into a folder (images copied unchanged, plus calibration.json)."""
     from edgevision.quantize.calibration import make_calibration_set
 
-    info = make_calibration_set(out, source, count, seed, size, images, force)
+    info = make_calibration_set(out, source, count, seed=seed, size=size, images=images, force=force)
     print(f"{out}: {info['images']} images from {info['source']} (skipped {info['skipped']} unreadable)")
 
 @app.command("random-checkpoint")

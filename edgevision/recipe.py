@@ -21,7 +21,7 @@ from edgevision.errors import RecipeError
 from edgevision.records import InputSpec
 from edgevision.recipe_errors import format_errors
 from edgevision.recipe_yaml import parse_yaml, read_recipe_text
-from edgevision.tasks import DETECTION_TASKS
+from edgevision.tasks import default_tolerance
 
 Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -204,23 +204,6 @@ class Tolerance(_Strict):
                                    "pixels must be min_agreement of them.")
 
 
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(min_cosine=0.9999, max_abs_diff=1e-2, min_agreement=0.999),
-    "fp16": Tolerance(min_cosine=0.999, max_abs_diff=None, min_agreement=0.99),
-    "bf16": Tolerance(min_cosine=0.995, max_abs_diff=None, min_agreement=0.98),
-    "int8": Tolerance(min_cosine=0.98, max_abs_diff=None, min_agreement=0.95),
-}
-
-
-DETECTION_TOLERANCES: dict[str, Tolerance] = {
-    "fp32": Tolerance(min_cosine=0, max_abs_diff=1e-3, min_agreement=0.99),
-    "fp16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.95, match_iou=0.9, min_mask_iou=0.9, max_keypoint_px=4),
-    "bf16": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.9, match_iou=0.9, min_mask_iou=0.9, max_keypoint_px=4),
-    # INT8 moves boxes by a pixel or two: parity is "same objects found"; accuracy is verify.max_drop's job
-    "int8": Tolerance(min_cosine=0, max_abs_diff=None, min_agreement=0.8, match_iou=0.5, min_mask_iou=0.7, max_keypoint_px=8),
-}
-
-
 class MaxDrop(_Strict):
     """Accuracy gate: the most a variant may lose against the FP32 PyTorch model on data.val, in
     percentage points (0.5 = half a point of mAP). The task's metric is checked; null = not gated."""
@@ -244,9 +227,7 @@ class VerifySpec(_Strict):
     def tolerance(self, precision: str, task: str = "classification") -> Tolerance:
         if precision in self.tolerances:
             return self.tolerances[precision]  # type: ignore[index]
-        if task in DETECTION_TASKS:  # agreement = matched detections, max_abs_diff = score difference
-            return DETECTION_TOLERANCES[precision]
-        return DEFAULT_TOLERANCES[precision]
+        return Tolerance(**default_tolerance(task, precision))
 
 
 class DataSource(_Strict):

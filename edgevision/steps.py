@@ -2,9 +2,9 @@
 
     prepare   recipe (labels resolved, checkpoint present) -> Job: the PyTorch reference, data.val
     export    Job -> Exported: model.onnx in the staging folder, the model's ModelInfo
-    checks    Job, Exported -> Checks: verification feeds, PyTorch's outputs on them, the baseline
-              accuracy, the build context (calibration set, accuracy probe)
-    build     one target -> VariantRecord: built, opened, compared with PyTorch (parity)
+    prepare_checks  Job, Exported -> Checks: verification feeds, PyTorch's outputs on them, the
+              baseline accuracy, the build context (calibration set, accuracy probe)
+    build     one target -> VariantRecord (built, opened, compared with PyTorch) and its open runner
     measure   (verify/measure.py) accuracy, the accuracy gate and interleaved latency -> new records
     write     the records -> variant.json per variant and manifest.json, in the staging folder
 
@@ -98,7 +98,7 @@ def export(job: Job, root: Path, scratch: Path) -> Exported:
     return Exported(root / "model.onnx", info, stats, pre_nms)
 
 
-def checks(job: Job, exported: Exported) -> Checks:
+def prepare_checks(job: Job, exported: Exported) -> Checks:
     feeds, verified_on = _verification_feeds(job.recipe, job.val)
     expected = [job.reference.infer(f) for f in feeds]
     baseline = None
@@ -108,10 +108,10 @@ def checks(job: Job, exported: Exported) -> Checks:
     return Checks(feeds, expected, verified_on, baseline, context)
 
 
-def build(job: Job, exported: Exported, checks: Checks, target: TargetSpec,
-          runners: Dict[str, Any]) -> VariantRecord:
-    """Build one target, open its runner (kept in `runners`, closed by the caller) and compare it
-    with PyTorch on the verification feeds."""
+def build(job: Job, exported: Exported, checks: Checks, target: TargetSpec) -> Tuple[VariantRecord, Optional[Any]]:
+    """Build one target, open its runner and compare it with PyTorch on the verification feeds:
+    (its record, its open runner for the measurements; the caller closes it). A variant that could
+    not be built or opened has status "error" and no runner."""
     from edgevision.verify.parity import compare, judge
 
     vdir = exported.onnx.parent / target.variant
@@ -120,21 +120,25 @@ def build(job: Job, exported: Exported, checks: Checks, target: TargetSpec,
                            options=dict(target.options))
     job.reporter.info(f"building {record.name}")
     start = time.perf_counter()
+    runner = None
     try:
-        settings = build_variant(target.backend, exported.onnx, vdir, target.precision, target.device,
-                                 target.options, checks.context)
+        settings = build_variant(target, exported.onnx, vdir, checks.context)
         record = replace(record, settings=settings, build_seconds=round(time.perf_counter() - start, 2),
                          size_mb=round(sum(p.stat().st_size for p in vdir.iterdir()) / 1e6, 3))
         runner, note = open_runner(record, vdir, job.threads)
-        runners[record.name] = runner
         tolerance = job.recipe.verify.tolerance(target.precision, job.recipe.task)
         parity = compare(job.recipe.task, checks.expected, [runner.infer(f) for f in checks.feeds], tolerance)
         record = replace(record, verified_with=note, parity=parity,
                          execution_precision=getattr(runner, "execution_precision", None))
-    except EdgeVisionError as e:
-        return replace(record, status="error", reasons=(str(e),))
+    except BaseException as e:
+        if runner is not None:
+            runner.close()
+        if not isinstance(e, EdgeVisionError):
+            raise
+        return replace(record, status="error", reasons=(str(e),)), None
     reasons = judge(record.parity, tolerance)
-    return replace(record, status="failed" if reasons else "passed", reasons=tuple(reasons), files=file_entries(vdir))
+    record = replace(record, status="failed" if reasons else "passed", reasons=tuple(reasons), files=file_entries(vdir))
+    return record, runner
 
 
 def write(job: Job, exported: Exported, checks: Checks, variants: List[VariantRecord],

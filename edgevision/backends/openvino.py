@@ -18,6 +18,24 @@ import numpy as np
 from edgevision.backends.base import RunnerBase, TensorSpec, require
 from edgevision.errors import BackendError
 
+_CORE: Any = None
+_CORE_LOCK = threading.Lock()
+
+
+def shared_core() -> Any:
+    """The process's one ov.Core (thread-safe; every compile passes its own config).
+
+    Why one: OpenVINO 2026.4 gives each Core an alternate signal stack on the thread that compiles
+    with it, and puts back the one it replaced when the Core is destroyed, even if that one was
+    freed already (Cores destroyed out of order: open two models, close the first, then the second).
+    Python runs its SIGINT handler on that stack, so Ctrl-C then crashed the process (exit 139, no
+    cleanup) in 2 to 4 runs of 12 (tests/test_openvino_core.py). A Core that lives as long as the
+    process never puts back a freed stack; it is also what OpenVINO recommends."""
+    global _CORE
+    with _CORE_LOCK:
+        if _CORE is None:
+            _CORE = require("openvino", "openvino", "openvino").Core()
+        return _CORE
 
 
 class Runner(RunnerBase):
@@ -43,7 +61,7 @@ class Runner(RunnerBase):
     def __init__(self, files: Dict[str, Path], settings: Dict[str, Any], threads: Optional[int] = None,
                  streams: int = 1) -> None:
         ov = require("openvino", "openvino", "openvino")
-        core = ov.Core()
+        core = shared_core()
         config = dict(settings.get("config", {}))
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from edgevision.ops.nms import NMSParams
     from edgevision.quantize.accuracy import AccuracyProbe
     from edgevision.quantize.calibration import CalibrationSet
+    from edgevision.recipe import TargetSpec
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,10 @@ class BuildContext:
     log: Callable[[str], None] = print
 
 
-def build_variant(backend: str, onnx_path: Path, out_dir: Path, precision: str, device: str,
-                  options: Dict[str, Any], context: BuildContext) -> Dict[str, Any]:
-    """Write a variant's files into out_dir with its backend's builder; return its runtime settings."""
-    module = importlib.import_module(BACKENDS[backend].builder)
-    return module.build(onnx_path, out_dir, precision, device, options, context)
+def build_variant(target: "TargetSpec", onnx_path: Path, out_dir: Path, context: BuildContext) -> Dict[str, Any]:
+    """Write a recipe target's files into out_dir with its backend's builder; return its runtime settings."""
+    module = importlib.import_module(BACKENDS[target.backend].builder)
+    return module.build(onnx_path, out_dir, target.precision, target.device, target.options, context)
 
 
 def open_runner(variant: VariantRecord, vdir: Path, threads: Optional[int]) -> Tuple[Any, Optional[str]]:

@@ -33,8 +33,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
 
         from edgevision.quantize.onnx_qdq import quantize_onnx
 
-        model, settings["quantization"] = quantize_onnx(onnx.load(str(onnx_path)), "onnxruntime", context.calibration,
-                                                     context.cache, context.accuracy, context.log)
+        model, settings["quantization"] = quantize_onnx(onnx.load(str(onnx_path)), "onnxruntime", context)
         onnx.save_model(model, str(out_dir / "model.onnx"))
     else:
         shutil.copyfile(onnx_path, out_dir / "model.onnx")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from edgevision.backends.base import require, unknown_options
+from edgevision.backends.openvino import shared_core
 from edgevision.builders import BuildContext
 from edgevision.errors import BackendError
 
@@ -24,7 +25,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     if problem:
         raise BackendError(problem)
     try:
-        model = ov.Core().read_model(str(onnx_path))
+        model = shared_core().read_model(str(onnx_path))
     except Exception as e:
         raise BackendError(f"openvino could not read {onnx_path.name}: {e}") from None
     _keep_onnx_output_names(model, onnx_path)

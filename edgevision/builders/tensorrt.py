@@ -89,7 +89,7 @@ def _convert(model: Any, precision: str, context: BuildContext, finish: Any) -> 
         return to_fp16(model)
     if precision == "int8":
         scored = (lambda m: lower_efficient_nms(finish(onnx.ModelProto.FromString(m.SerializeToString())))) if finish else None
-        return quantize_onnx(model, "tensorrt", context.calibration, context.cache, context.accuracy, context.log, scored)
+        return quantize_onnx(model, "tensorrt", context, scored)
     return model, None
 
 

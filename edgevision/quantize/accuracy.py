@@ -44,12 +44,12 @@ class AccuracyProbe:
             runner.close()
 
     def score_openvino(self, model: Any) -> float:
-        import openvino as ov
+        from edgevision.backends.openvino import shared_core
 
         config = {"INFERENCE_PRECISION_HINT": "f32"}
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = str(self.threads)
-        return self.score_compiled(ov.Core().compile_model(model, "CPU", config))
+        return self.score_compiled(shared_core().compile_model(model, "CPU", config))
 
     def score_compiled(self, compiled: Any, indices: Optional[list[int]] = None) -> float:
         """An OpenVINO CompiledModel (what NNCF's validation_fn receives, with a subset of val indices)."""

@@ -104,7 +104,7 @@ def cache_path(kind: str, *parts: str, enabled: bool = True, root: Optional[Path
     return folder / key
 
 
-def make_calibration_set(out: Path, source: str, count: int, seed: int = 0, size: int = 320,
+def make_calibration_set(out: Path, source: str, count: int, *, seed: int = 0, size: int = 320,
                          images: Optional[Path] = None, force: bool = False) -> dict[str, Any]:
     """Write a calibration folder: `count` images sampled (seeded) from a COCO dataset, a folder of
     frames (recursive) or the shapes generator, copied byte for byte (shapes: JPEG, quality 92), and
@@ -112,57 +112,18 @@ def make_calibration_set(out: Path, source: str, count: int, seed: int = 0, size
     import json
     import shutil
 
-    from edgevision.data import CocoDataset
-    from edgevision.data.readers import IMAGE_SUFFIXES
-
     out = Path(out)
     if out.exists() and not force:
         raise DataError(f"{out} already exists (use --force to replace it)")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "calibration.json").is_file())):
         raise DataError(f"{out} exists and is not a calibration set made by edgevision (no calibration.json); "
                         "--force replaces only those: choose another folder")
-    if source == "shapes":
-        files: list[Any] = list(range(count))
-    else:
-        path = Path(source)
-        if path.is_file() and path.suffix == ".json":
-            coco = CocoDataset(path, images)
-            files = [coco.root / im["file_name"] for im in coco.coco_gt["images"]]
-        elif path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            raise DataError(f"--from {source}: not a COCO .json, an image folder or 'shapes'")
-        if not files:
-            raise DataError(f"--from {source}: no images found")
-        if len(files) > count:
-            files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), count, replace=False))]
+    files = _sampled_files(source, count, seed, images)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    written, skipped = [], []
     try:
-        if source == "shapes":
-            from PIL import Image
-
-            from edgevision.data import ShapesDataset
-
-            shapes = ShapesDataset(count=count, seed=seed, size=(size, size))
-            for i in files:
-                name = f"shapes_{seed}_{i:05d}.jpg"
-                Image.fromarray(shapes[i].image).save(tmp / name, quality=92)
-                written.append({"file": name, "from": f"shapes(seed={seed}, index={i})"})
-        else:
-            from edgevision.runtime.images import read_image
-
-            for k, f in enumerate(files):
-                try:
-                    read_image(f)  # only readable images go in
-                except InputError as e:
-                    skipped.append(str(e))
-                    continue
-                name = f"{k:05d}_{f.name}"
-                shutil.copyfile(f, tmp / name)
-                written.append({"file": name, "from": str(f)})
+        written, skipped = _write_images(tmp, source, files, seed, size)
         if not written:
             raise DataError(f"--from {source}: none of the sampled images could be read")
         info = {"source": source, "seed": seed, "images": len(written), "skipped": len(skipped), "files": written}
@@ -172,3 +133,55 @@ def make_calibration_set(out: Path, source: str, count: int, seed: int = 0, size
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return info
+
+
+def _sampled_files(source: str, count: int, seed: int, images: Optional[Path]) -> list[Any]:
+    """The images to copy (seeded sample of `count`), or shape indices for the generator."""
+    from edgevision.data import CocoDataset
+    from edgevision.data.readers import IMAGE_SUFFIXES
+
+    if source == "shapes":
+        return list(range(count))
+    path = Path(source)
+    if path.is_file() and path.suffix == ".json":
+        coco = CocoDataset(path, images)
+        files = [coco.root / im["file_name"] for im in coco.coco_gt["images"]]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        raise DataError(f"--from {source}: not a COCO .json, an image folder or 'shapes'")
+    if not files:
+        raise DataError(f"--from {source}: no images found")
+    if len(files) > count:
+        files = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), count, replace=False))]
+    return files
+
+
+def _write_images(folder: Path, source: str, files: list[Any], seed: int, size: int) -> tuple[list[dict], list[str]]:
+    """Copy the readable images into folder (shapes: generate them): (written entries, skipped reasons)."""
+    import shutil
+
+    written, skipped = [], []
+    if source == "shapes":
+        from PIL import Image
+
+        from edgevision.data import ShapesDataset
+
+        shapes = ShapesDataset(count=len(files), seed=seed, size=(size, size))
+        for i in files:
+            name = f"shapes_{seed}_{i:05d}.jpg"
+            Image.fromarray(shapes[i].image).save(folder / name, quality=92)
+            written.append({"file": name, "from": f"shapes(seed={seed}, index={i})"})
+        return written, skipped
+    from edgevision.runtime.images import read_image
+
+    for k, f in enumerate(files):
+        try:
+            read_image(f)  # only readable images go in
+        except InputError as e:
+            skipped.append(str(e))
+            continue
+        name = f"{k:05d}_{f.name}"
+        shutil.copyfile(f, folder / name)
+        written.append({"file": name, "from": str(f)})
+    return written, skipped

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import onnx
@@ -29,6 +29,9 @@ from edgevision.errors import BackendError
 from edgevision.quantize.calibration import CalibrationSet, cache_path, require_calibration
 from edgevision.quantize.graph import WEIGHTED_OPS, consumers, name_nodes, tail_nodes
 
+if TYPE_CHECKING:
+    from edgevision.builders import BuildContext
+
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 PROFILES = ("onnxruntime", "tensorrt")
 # ONNX Runtime: every op type, conv outputs quantized too (measured in benchmarks/int8_ort.py: without
@@ -38,21 +41,19 @@ PROFILE_RECIPE = {"onnxruntime": {"weighted_only": False, "output_quantization":
                   "tensorrt": {"weighted_only": True, "output_quantization": False}}
 
 
-def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, exclude: Sequence[str] = (),
+def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, *, exclude: Sequence[str] = (),
                  cache: bool = True, weighted_only: Optional[bool] = None,
                  output_quantization: Optional[bool] = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Calibrate (or reuse cached ranges) and insert Q/DQ; returns the model and what was done.
     weighted_only: Q/DQ only around weighted layers; output_quantization: Q/DQ after weighted
     layers too, so ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv (the tail still reads float
     tensors). None: the profile's choice (PROFILE_RECIPE)."""
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantType
 
     if profile not in PROFILES:
         raise ValueError(profile)
     model = name_nodes(onnx.ModelProto.FromString(model.SerializeToString()))
     tail = tail_nodes(model)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[calib.method]
     trt = profile == "tensorrt"
     weighted_only = PROFILE_RECIPE[profile]["weighted_only"] if weighted_only is None else weighted_only
     output_quantization = PROFILE_RECIPE[profile]["output_quantization"] if output_quantization is None else output_quantization
@@ -60,38 +61,15 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
                                "QuantizeBias": not trt,  # TensorRT keeps biases in float
                                # a layer's output is quantized only where its consumer is (never into the tail)
                                "OpTypesToExcludeOutputQuantization": [] if output_quantization else list(WEIGHTED_OPS)}
-    blob = model.SerializeToString()
-    stats = cache_path("onnx", _sha(blob), calib.digest, calib.method, profile, enabled=cache)
+    stats = cache_path("onnx", _sha(model.SerializeToString()), calib.digest, calib.method, profile, enabled=cache)
     hit = stats is not None and stats.is_file()
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._it = iter(calib.inputs)
-
-        def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            x = next(self._it, None)
-            return None if x is None else {INPUT_NAME: x}
-
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
-        onnx.save_model(model, str(src))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # onnxruntime.quantization logs every node at INFO on the root logger
-        try:
-            with redirect_stdout(io.StringIO()):
-                quantize_static(
-                    str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(WEIGHTED_OPS) if weighted_only else None, per_channel=True,
-                    activation_type=QuantType.QInt8 if trt else QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    nodes_to_exclude=[*tail, *exclude], calibrate_method=method, extra_options=options,
-                    calibration_cache_path=str(stats) if stats is not None else None)
-        except Exception as e:  # onnxruntime.quantization raises plain exceptions
-            raise BackendError(f"{profile}: INT8 quantization (onnxruntime.quantization) failed: {e}") from None
-        finally:
-            root.setLevel(level)
-        out = onnx.load(str(dst))
+    out = _quantize_static(model, calib, profile, op_types_to_quantize=list(WEIGHTED_OPS) if weighted_only else None,
+                           per_channel=True, activation_type=QuantType.QInt8 if trt else QuantType.QUInt8,
+                           weight_type=QuantType.QInt8, nodes_to_exclude=[*tail, *exclude],
+                           calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                                             "percentile": CalibrationMethod.Percentile}[calib.method],
+                           extra_options=options, calibration_cache_path=str(stats) if stats is not None else None)
     out = name_nodes(_float_into_tail(out, tail) if output_quantization else out)
     return out, {
         "tool": "onnxruntime.quantization.quantize_static (QDQ)",
@@ -103,6 +81,35 @@ def quantize_qdq(model: onnx.ModelProto, calib: CalibrationSet, profile: str, ex
         "float_tail_nodes": len(tail),
         "kept_float": list(exclude),
     }
+
+
+def _quantize_static(model: onnx.ModelProto, calib: CalibrationSet, profile: str, **options: Any) -> onnx.ModelProto:
+    """onnxruntime.quantization.quantize_static (QDQ) on the calibration images, quietly (it logs
+    every node at INFO on the root logger and prints progress)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(calib.inputs)
+
+        def get_next(self) -> Optional[dict[str, np.ndarray]]:
+            x = next(self._it, None)
+            return None if x is None else {INPUT_NAME: x}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "int8.onnx"
+        onnx.save_model(model, str(src))
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            with redirect_stdout(io.StringIO()):
+                quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, **options)
+        except Exception as e:  # onnxruntime.quantization raises plain exceptions
+            raise BackendError(f"{profile}: INT8 quantization (onnxruntime.quantization) failed: {e}") from None
+        finally:
+            root.setLevel(level)
+        return onnx.load(str(dst))
 
 
 def _float_into_tail(model: onnx.ModelProto, tail: Sequence[str]) -> onnx.ModelProto:
@@ -135,19 +142,21 @@ def _float_into_tail(model: onnx.ModelProto, tail: Sequence[str]) -> onnx.ModelP
     return model
 
 
-def quantize_onnx(model: onnx.ModelProto, profile: str, calibration: Optional[CalibrationSet], cache: bool = True,
-                  probe: Any = None, log: Callable[[str], None] = print,
+def quantize_onnx(model: onnx.ModelProto, profile: str, context: "BuildContext",
                   finish: Optional[Callable[[onnx.ModelProto], onnx.ModelProto]] = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """What a backend's int8 build calls: calibrate + Q/DQ, with accuracy control when the recipe
-    asks for it. `finish` turns a candidate into the graph that is scored (TensorRT: NMS appended
-    and lowered)."""
-    calib = require_calibration(calibration, profile)
+    """What a backend's int8 build calls: calibrate + Q/DQ (the context's calibration set and cache
+    switch), with accuracy control when the context has an accuracy probe. `finish` turns a
+    candidate into the graph that is scored (TensorRT: NMS appended and lowered)."""
+    calib = require_calibration(context.calibration, profile)
+    probe = context.accuracy
     if probe is None:
-        model, info = quantize_qdq(model, calib, profile, cache=cache)
+        model, info = quantize_qdq(model, calib, profile, cache=context.cache)
     else:
+        float_model = model
         score = (lambda m: probe.score_onnx(finish(m))) if finish else probe.score_onnx
-        model, info = control_accuracy(model, calib, profile, cache, score, probe.baseline, probe.max_drop,
-                                       log)
+        model, info = control_accuracy(
+            float_model, calib, lambda exclude: quantize_qdq(float_model, calib, profile, exclude=exclude, cache=context.cache),
+            score, probe, context.log)
     if profile == "tensorrt":
         problems = check_tensorrt_qdq(model)
         if problems:
@@ -295,12 +304,15 @@ def _quantized_outputs(model: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
-def control_accuracy(float_model: onnx.ModelProto, calib: CalibrationSet, profile: str, cache: bool,
-                     score: Callable[[onnx.ModelProto], float], baseline: float, max_drop: float,
+def control_accuracy(float_model: onnx.ModelProto, calib: CalibrationSet,
+                     quantize: Callable[[Sequence[str]], tuple[onnx.ModelProto, dict[str, Any]]],
+                     score: Callable[[onnx.ModelProto], float], probe: Any,
                      log: Callable[[str], None]) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Quantize; while the metric drop (score: model -> metric) exceeds max_drop, keep the 1, 2, 4, ...
-    most sensitive weighted layers in float. Returns the best model found and what was kept."""
-    model, info = quantize_qdq(float_model, calib, profile, cache=cache)
+    """Quantize (quantize: layers kept in float -> model, info); while the metric drop (score:
+    model -> metric) exceeds probe.max_drop below probe.baseline, keep the 1, 2, 4, ... most
+    sensitive weighted layers in float. Returns the best model found and what was kept."""
+    baseline, max_drop = probe.baseline, probe.max_drop
+    model, info = quantize(())
     value = score(model)
     trials = [{"kept_float": 0, "metric": round(value, 5)}]
     if baseline - value <= max_drop:
@@ -309,7 +321,7 @@ def control_accuracy(float_model: onnx.ModelProto, calib: CalibrationSet, profil
     best = (value, model, info)
     k = 1
     while k <= max(1, len(ranked) // 2):
-        candidate, cinfo = quantize_qdq(float_model, calib, profile, exclude=ranked[:k], cache=cache)
+        candidate, cinfo = quantize(ranked[:k])
         value = score(candidate)
         trials.append({"kept_float": k, "metric": round(value, 5)})
         log(f"accuracy control: {k} layer(s) in float -> metric {value:.4f} (baseline {baseline:.4f})")

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence
 
@@ -123,17 +124,40 @@ class Display:
         opencv().destroyAllWindows()
 
 
-class _Meter:
-    """Frames per second over the last 30 delivered frames, and the frames written in all."""
+@dataclass
+class _Outputs:
+    """Where each frame goes (video, JSON Lines, window, callback), the live FPS over the last 30
+    frames, and the frames written in all."""
 
-    def __init__(self) -> None:
-        self.times: Deque[float] = deque(maxlen=30)
-        self.written = 0
+    video: Optional[VideoSink] = None
+    log: Optional[IO[str]] = None
+    display: Optional[Display] = None
+    on_frame: Optional[Callable[[Frame], None]] = None
+    written: int = 0
+    times: Deque[float] = field(default_factory=lambda: deque(maxlen=30))
 
-    def tick(self) -> float:
+    def fps(self) -> float:
         self.times.append(time.perf_counter())
         span = self.times[-1] - self.times[0]
         return (len(self.times) - 1) / span if span > 0 else 0.0
+
+    def write(self, frame: Frame) -> bool:
+        """One frame to every output; False when the window was closed ('q': the frame is still
+        logged, then the run ends)."""
+        fps, closed = self.fps(), False
+        if frame.overlay is not None:
+            status(frame.overlay, f"{fps:5.1f} FPS  {frame.latency_ms:4.0f} ms")
+            if self.video is not None:
+                self.video.write(frame.source, frame.overlay)
+            closed = self.display is not None and not self.display.show(frame.source, frame.overlay)
+        if self.log is not None:
+            self.log.write(json.dumps({"source": frame.source, "frame": frame.index, "timestamp": round(frame.timestamp, 4),
+                                       "width": int(frame.image.shape[1]), "height": int(frame.image.shape[0]),
+                                       "latency_ms": round(frame.latency_ms, 2), **coco_record(frame.result)}) + "\n")
+        if self.on_frame is not None:
+            self.on_frame(frame)
+        self.written += 1
+        return not closed
 
 
 class _CtrlC:
@@ -182,48 +206,27 @@ def run(model: Any, sources: List[SourceLike], *, save: Optional[Path] = None, j
     display = Display() if show else None
     stream = model.stream(sources, draw=bool(paths) or show, **options)
     video = VideoSink(paths, [c.fps for c in stream.captures]) if paths else None
-    log: Optional[IO[str]] = None
-    meter, interrupted = _Meter(), False
+    outputs, interrupted = _Outputs(video=video, display=display, on_frame=on_frame), False
     try:
-        log = jsonl.open("w", buffering=1) if jsonl is not None else None  # a line per frame, for tail -f
+        outputs.log = jsonl.open("w", buffering=1) if jsonl is not None else None  # a line per frame, for tail -f
         with _CtrlC() as ctrl_c:
-            _loop(stream, video, log, display, on_frame, meter, ctrl_c)
+            for frame in stream:
+                with ctrl_c.frame():
+                    going = outputs.write(frame)
+                if not going:
+                    break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         stream.stop()
-        stats = {**stream.stats(), "frames": meter.written, "interrupted": interrupted}
+        stats = {**stream.stats(), "frames": outputs.written, "interrupted": interrupted}
         if video is not None:
             stats["videos"] = [{"path": str(p), "frames": video.frames[i]} for i, p in enumerate(video.paths)
                                if i in video.writers]
             video.close()
-        if log is not None:
-            log.write(json.dumps({"stats": stats}) + "\n")
-            log.close()
+        if outputs.log is not None:
+            outputs.log.write(json.dumps({"stats": stats}) + "\n")
+            outputs.log.close()
         if display is not None:
             display.close()
     return stats
-
-
-def _loop(stream: Any, video: Optional[VideoSink], log: Optional[IO[str]], display: Optional[Display],
-          on_frame: Optional[Callable[[Frame], None]], meter: _Meter, ctrl_c: _CtrlC) -> None:
-    for frame in stream:
-        with ctrl_c.frame():
-            fps = meter.tick()
-            closed = False  # the window was closed ('q'): this frame is still logged, then the run ends
-            if frame.overlay is not None:
-                image = frame.overlay
-                status(image, f"{fps:5.1f} FPS  {frame.latency_ms:4.0f} ms")
-                if video is not None:
-                    video.write(frame.source, image)
-                closed = display is not None and not display.show(frame.source, image)
-            if log is not None:
-                log.write(json.dumps({"source": frame.source, "frame": frame.index,
-                                      "timestamp": round(frame.timestamp, 4), "width": int(frame.image.shape[1]),
-                                      "height": int(frame.image.shape[0]), "latency_ms": round(frame.latency_ms, 2),
-                                      **coco_record(frame.result)}) + "\n")
-            if on_frame is not None:
-                on_frame(frame)
-            meter.written += 1
-        if closed:
-            return
