@@ -1,17 +1,17 @@
 """Reproduce edgevision's published benchmark table on this machine.
 
-    python benchmarks/published.py            # everything, ~30 min on 2 cores
-    python benchmarks/published.py --quick    # a smoke run (edgevision benchmark --quick), ~8 min
+    python benchmarks/published.py            # everything, 3 repetitions, about an hour on 2 cores
+    python benchmarks/published.py --quick    # a smoke run (edgevision benchmark --quick)
     python benchmarks/published.py --only quickstart,resnet18
 
 For each model: compile its recipe (skipped when build/<name> is current), then run
 `edgevision benchmark` on it, PyTorch FP32 included, all models of one artifact interleaved.
 Results: benchmarks/results/published.json (every report, raw samples dropped) and
-benchmarks/results/published.md (the tables, the machine, the time taken, the noise).
+benchmarks/results/published.md (the tables, the machine, the load, the time taken, the noise);
+--only and --quick write published-<...>.json/.md instead, so the full table stays.
 
 Models:
-  quickstart, segmentation-unet: trained here (recipes/), so their accuracy means something;
-  the quickstart is benchmarked twice to show the run-to-run noise.
+  quickstart, segmentation-unet: trained here (recipes/), so their accuracy means something.
   torchvision ssdlite320 / retinanet (detection, 320), lraspp / deeplabv3 (segmentation, 320),
   resnet18 / mobilenet_v3_large (classification, 224): random weights with BatchNorm statistics
   re-estimated (pretrained weights cannot be downloaded here), so only their speed means
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -115,8 +117,7 @@ def strip_samples(report: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def noise(reports: List[Dict[str, Any]]) -> List[str]:
-    """Spread within runs (min/max and p99/p50 of the end-to-end samples) and between the two
-    quickstart runs (ratio of p50s)."""
+    """Spread within a run: min / max and p99 / p50 of the end-to-end samples."""
     lines = []
     for rep in reports:
         for row in rep["variants"]:
@@ -128,67 +129,98 @@ def noise(reports: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def run_to_run(a: Dict[str, Any], b: Dict[str, Any]) -> List[str]:
-    rows = {r["name"]: r for r in b["variants"] if r.get("latency")}
+def repetition_p50s(runs: List[Dict[str, Any]], name: str, kind: str = "e2e") -> List[float]:
+    """A variant's p50 (ms) in every repetition that timed it."""
     out = []
-    for r in a["variants"]:
-        if r.get("latency") and r["name"] in rows:
-            p, q = r["latency"]["e2e"]["p50"], rows[r["name"]]["latency"]["e2e"]["p50"]
-            out.append(f"| {r['name']} | {p:.2f} | {q:.2f} | {max(p, q) / min(p, q):.2f} |")
+    for rep in runs:
+        row = next((r for r in rep["variants"] if r["name"] == name), None)
+        lat = (row or {}).get("latency")
+        if lat:
+            out.append(float(lat[kind]["p50"]))
     return out
+
+
+def median(values: List[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: List[float]) -> float:
+    """Slowest / fastest repetition - 1 (0 for a single one)."""
+    return max(values) / min(values) - 1 if len(values) > 1 else 0.0
+
+
+def repetitions(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
+    """Per model and variant: every repetition's end-to-end p50, their median and spread."""
+    lines = []
+    for name, reps in runs.items():
+        for row in reps[0]["variants"]:
+            p50s = repetition_p50s(reps, row["name"])
+            if p50s:
+                lines.append(f"| {name} | {row['name']} | {' / '.join(f'{v:.2f}' for v in p50s)} | {median(p50s):.2f} "
+                             f"| {100 * spread(p50s):.0f}% |")
+    return lines
 
 
 HEADLINE = ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8"]
 
 
-def headline(reports: List[Dict[str, Any]]) -> List[str]:
-    """One row per model: end-to-end p50 ms (speedup vs PyTorch FP32), accuracy where trained."""
+def headline(reports: List[Dict[str, Any]], runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
+    """One row per model: median over repetitions of the end-to-end p50 ms (speedup against PyTorch
+    FP32's median; spread across repetitions), accuracy where trained."""
     lines = ["| model | input | accuracy (PyTorch FP32 -> best INT8) | " + " | ".join(HEADLINE) + " |",
              "|---|---|---|" + "---|" * len(HEADLINE)]
     for rep in reports:
         a = rep["artifact"]
+        reps = runs.get(a["name"]) or [rep]
         rows = {r["name"]: r for r in rep["variants"]}
+        base = repetition_p50s(reps, "pytorch-fp32")
         cells = []
         for name in HEADLINE:
-            r = rows.get(name)
-            lat = (r or {}).get("latency")
-            if not lat:
+            p50s = repetition_p50s(reps, name)
+            if not p50s:
                 cells.append("-")
                 continue
-            speed = (r.get("speedup") or {}).get("e2e")
-            mark = "" if r["status"] in ("passed", "reference") else f" ({r['status']})"
-            cells.append(f"{lat['e2e']['p50']:.1f}" + (f" ({speed:.1f}x)" if speed and name != "pytorch-fp32" else "") + mark)
+            speed = median(base) / median(p50s) if base and name != "pytorch-fp32" else None
+            mark = "" if rows[name]["status"] in ("passed", "reference") else f" ({rows[name]['status']})"
+            cells.append(f"{median(p50s):.1f}" + (f" ({speed:.1f}x)" if speed else "") + f" ±{100 * spread(p50s):.0f}%" + mark)
         metric = a["metric"]
-        base = ((rows.get("pytorch-fp32") or {}).get("accuracy") or {}).get(metric)
+        acc_base = ((rows.get("pytorch-fp32") or {}).get("accuracy") or {}).get(metric)
         int8 = [r["accuracy"][metric] for r in rep["variants"] if r["precision"] == "int8" and r.get("accuracy")]
-        acc = f"{METRIC_TITLE[a['task']]} {base:.4f} -> {max(int8):.4f}" if base is not None and int8 else "- (random weights)"
+        acc = f"{METRIC_TITLE[a['task']]} {acc_base:.4f} -> {max(int8):.4f}" if acc_base is not None and int8 else "- (random weights)"
         lines.append(f"| {a['name']} | {a['input_size'][0]} | {acc} | " + " | ".join(cells) + " |")
     return lines
 
 
-def markdown(reports: List[Dict[str, Any]], seconds: float, quick: bool, extra: List[Dict[str, Any]]) -> str:
+def markdown(saved: Dict[str, Any]) -> str:
+    reports, runs, quick = saved["reports"], saved["runs"], saved["quick"]
     m = reports[0]["machine"]
     s = reports[0]["settings"]
+    load = saved["load"]
     parts = [
         "# Published benchmark",
         "",
-        f"`python benchmarks/published.py{' --quick' if quick else ''}`: {seconds / 60:.1f} min in all (compiles reused "
-        "where current), on:",
+        f"`python benchmarks/published.py{' --quick' if quick else ''} --repeats {saved['repeats']}`: "
+        f"{saved['seconds'] / 60:.1f} min in all (compiles reused where current), on:",
         "",
         f"- {m['cpu']}, {m['cores']} cores, {s['threads']} threads for every model; ISA: {' '.join(m['isa'])}",
         f"- {m['platform']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v),
-        f"- {s['iterations']} interleaved rounds after {s['warmup']} warm-up calls per measurement; latency and FPS end "
-        "to end (JPEG decode, pre-processing, inference, post-processing), batch 1; speedup = PyTorch FP32 p50 / variant p50",
+        f"- load average (1, 5, 15 min) {load['before']} before, {load['after']} after",
+        f"- {saved['repeats']} repetitions of every model's benchmark (the first complete; the others latency only), "
+        f"each {s['iterations']} interleaved rounds after {s['warmup']} warm-up calls per measurement; latency and FPS end "
+        "to end (JPEG decode, pre-processing, inference, post-processing), batch 1",
+        "- headline: the median over repetitions of each p50, ±spread = slowest / fastest repetition - 1; "
+        "speedup = PyTorch FP32's median / the variant's median. PyTorch FP32 runs through edgevision's pre- and "
+        "post-processing here; benchmarks/e2e.py also times torchvision's own transform (results/e2e.md)",
         "- quickstart and segmentation-unet are trained here (accuracy on their 200 held-out shapes images); the torchvision "
         "models have random weights (BatchNorm re-estimated): their accuracy is not reported, only speed, and their BF16/INT8 "
         "variants are checked against PyTorch only loosely (cosine >= 0.9), since agreement on random logits means nothing",
     ]
-    parts += ["", "## Headline: end-to-end p50 ms at batch 1 (speedup against PyTorch FP32)", ""] + headline(reports)
+    parts += ["", "## Headline: end-to-end p50 ms at batch 1 (speedup against PyTorch FP32)", ""] + headline(reports, runs)
     for rep in reports:
         a = rep["artifact"]
         header = [h.format(metric=METRIC_TITLE[a["task"]]) for h in TABLE_HEADER]
-        parts += ["", f"## {a['name']} ({a['task']}, {a['input_size'][0]}x{a['input_size'][1]}), {rep['seconds']:.0f} s", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        parts += ["", f"## {a['name']} ({a['task']}, {a['input_size'][0]}x{a['input_size'][1]}), first repetition, "
+                  f"{rep['seconds']:.0f} s", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         parts += ["| " + " | ".join(row) + " |" for row in table_rows(rep)]
         parts += ["", "<details><summary>engine-only latency, throughput, memory</summary>", "",
                   "| variant | infer p50 ms | infer p99 ms | e2e mean ± std ms | infer speedup | throughput img/s | "
@@ -198,12 +230,15 @@ def markdown(reports: List[Dict[str, Any]], seconds: float, quick: bool, extra: 
         caveats = [f"- {r['name']} ({r['status']}): {x}" for r in rep["variants"] for x in r.get("reasons") or []]
         if caveats:
             parts += [""] + caveats
-    parts += ["", "## Noise", "", "Within each run, end-to-end ms:", "",
+    parts += ["", "## Noise", "", "Between repetitions, end-to-end p50 ms:", "",
+              "| model | variant | repetitions | median | spread |", "|---|---|---|---|---|"] + repetitions(runs)
+    parts += ["", "Within the first repetition, end-to-end ms:", "",
               "| artifact | model | min | p50 | max | p99 / p50 |", "|---|---|---|---|---|---|"] + noise(reports)
-    if extra:
-        parts += ["", "Between two runs of the quickstart benchmark, end-to-end p50 ms:", "",
-                  "| model | run 1 | run 2 | max / min |", "|---|---|---|---|"] + run_to_run(reports[0], extra[0])
     return "\n".join(parts) + "\n"
+
+
+# repetitions after the first: latency only (accuracy, memory and throughput do not change with noise)
+LATENCY_ONLY = {"accuracy": False, "memory": False, "async_seconds": 0, "batch_sizes": [1]}
 
 
 def main() -> int:
@@ -211,34 +246,36 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="edgevision benchmark --quick for every model")
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(ORDER))
     parser.add_argument("--iterations", type=int, default=100, help="interleaved rounds (default 100)")
+    parser.add_argument("--repeats", type=int, default=3, help="benchmark repetitions per model (default 3)")
     parser.add_argument("--render", action="store_true", help="only rewrite results/published.md from published.json")
     args = parser.parse_args()
     if args.render:
-        saved = json.loads((OUT / "published.json").read_text())
-        (OUT / "published.md").write_text(markdown(saved["reports"], saved["seconds"], False, saved["repeat"]))
+        (OUT / "published.md").write_text(markdown(json.loads((OUT / "published.json").read_text())))
         return 0
     names = args.only.split(",") if args.only else ORDER
     unknown = [n for n in names if n not in ORDER]
     if unknown:
         parser.error(f"unknown model {unknown[0]!r}; choose from {', '.join(ORDER)}")
     reporter = RichReporter()
-    started = time.perf_counter()
-    reports, repeats = [], []
+    started, load_before = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+    runs: Dict[str, List[Dict[str, Any]]] = {}
     for name in names:
         artifact = artifact_for(name, reporter)
-        options = BenchOptions({"iterations": None if args.quick else args.iterations}, quick=args.quick)
-        report = benchmark(artifact, options, reporter)
-        write_reports(report, artifact)  # the full report (HTML with plots) next to the artifact
-        reports.append(report)
-        if name == "quickstart" and len(names) > 1:
-            repeats.append(benchmark(artifact, options, reporter))
-    seconds = time.perf_counter() - started
-    stem = "published-quick" if args.quick else "published"
+        overrides = {"iterations": None if args.quick else args.iterations}
+        first = benchmark(artifact, BenchOptions(overrides, quick=args.quick), reporter)
+        write_reports(first, artifact)  # the full report (HTML with plots) next to the artifact
+        runs[first["artifact"]["name"]] = [first] + [
+            benchmark(artifact, BenchOptions({**overrides, **LATENCY_ONLY}, quick=args.quick), reporter)
+            for _ in range(args.repeats - 1)]
+    saved = {"seconds": round(time.perf_counter() - started, 1), "quick": args.quick, "repeats": args.repeats,
+             "load": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
+             "reports": [strip_samples(reps[0]) for reps in runs.values()],
+             "runs": {n: [strip_samples(r) for r in reps] for n, reps in runs.items()}}
+    stem = "published" + ("-quick" if args.quick else "") + ("-" + "-".join(names) if args.only else "")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{stem}.json").write_text(json.dumps({"seconds": round(seconds, 1), "reports": [strip_samples(r) for r in reports],
-                                                  "repeat": [strip_samples(r) for r in repeats]}, indent=1) + "\n")
-    (OUT / f"{stem}.md").write_text(markdown(reports, seconds, args.quick, repeats))
-    print(f"wrote {OUT / (stem + '.md')} and .json in {seconds / 60:.1f} min")
+    (OUT / f"{stem}.json").write_text(json.dumps(saved, indent=1) + "\n")
+    (OUT / f"{stem}.md").write_text(markdown(saved))
+    print(f"wrote {OUT / (stem + '.md')} and .json in {saved['seconds'] / 60:.1f} min")
     return 0
 
 

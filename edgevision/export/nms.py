@@ -14,7 +14,7 @@ boxes [B,K,4], scores [B,K], labels [B,K] int32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Tuple
 
 import numpy as np
 import onnx
@@ -65,8 +65,10 @@ def _pre_top_k(g: _Builder, boxes: str, scores: str, n: int, k: int) -> tuple[st
     return g.op("GatherND", [boxes, idx3], batch_dims=1), g.op("GatherND", [scores, idx3], batch_dims=1)
 
 
-def _nms(g: _Builder, boxes: str, scores: str, outputs: tuple, p: NMSParams, k: int, c: int) -> None:
-    """Standard-ONNX NMS on k candidates with c classes, writing the four contract outputs."""
+def _nms(g: _Builder, boxes: str, scores: str, outputs: tuple, p: NMSParams, candidates: Tuple[int, int]) -> None:
+    """Standard-ONNX NMS on k candidates with c classes (candidates: (k, c)), writing the four
+    contract outputs."""
+    k, c = candidates
     if p.class_agnostic:
         per_class = g.reduce("ReduceMax", scores, [2], keepdims=1)  # [B,k,1]
         agnostic_labels = g.op("ArgMax", [scores], axis=2, keepdims=0)  # [B,k]
@@ -131,7 +133,7 @@ def append_nms(model: onnx.ModelProto, p: NMSParams, form: str = "onnx") -> onnx
     k = min(p.pre_nms_top_k, n)
     boxes, scores = _pre_top_k(g, "boxes_pre_nms", "scores_pre_nms", n, k)
     if form == "onnx":
-        _nms(g, boxes, scores, OUTPUTS, p, k, c)
+        _nms(g, boxes, scores, OUTPUTS, p, (k, c))
     elif form == "efficient_nms":
         g.nodes.append(helper.make_node(
             EFFICIENT_NMS, [boxes, scores], list(OUTPUTS), name="nms/EfficientNMS_TRT", domain=TRT_DOMAIN,
@@ -223,7 +225,7 @@ def lower_efficient_nms(model: onnx.ModelProto) -> onnx.ModelProto:
             scores = g.op("Mul", [scores, g.const(keep, np.float32)])
         p = NMSParams(score_threshold=min(a["score_threshold"], 0.999999), iou_threshold=min(a["iou_threshold"], 1.0),
                       max_detections=a["max_output_boxes"], pre_nms_top_k=k, class_agnostic=bool(a.get("class_agnostic", 0)))
-        _nms(g, boxes, scores, tuple(node.output), p, k, c)
+        _nms(g, boxes, scores, tuple(node.output), p, (k, c))
         pos = list(graph.node).index(node)
         graph.node.remove(node)
         for j, new in enumerate(g.nodes):
