@@ -192,15 +192,14 @@ def headline(reports: List[Dict[str, Any]], runs: Dict[str, List[Dict[str, Any]]
 
 
 def markdown(saved: Dict[str, Any]) -> str:
-    reports, runs, quick = saved["reports"], saved["runs"], saved["quick"]
+    reports, runs = saved["reports"], saved["runs"]
     m = reports[0]["machine"]
     s = reports[0]["settings"]
     load = saved["load"]
     parts = [
         "# Published benchmark",
         "",
-        f"`python benchmarks/published.py{' --quick' if quick else ''} --repeats {saved['repeats']}`: "
-        f"{saved['seconds'] / 60:.1f} min in all (compiles reused where current), on:",
+        f"`{saved['command']}`: {saved['seconds'] / 60:.1f} min in all (compiles reused where current), on:",
         "",
         f"- {m['cpu']}, {m['cores']} cores, {s['threads']} threads for every model; ISA: {' '.join(m['isa'])}",
         f"- {m['platform']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v),
@@ -267,7 +266,8 @@ def main() -> int:
         runs[first["artifact"]["name"]] = [first] + [
             benchmark(artifact, BenchOptions({**overrides, **LATENCY_ONLY}, quick=args.quick), reporter)
             for _ in range(args.repeats - 1)]
-    saved = {"seconds": round(time.perf_counter() - started, 1), "quick": args.quick, "repeats": args.repeats,
+    saved = {"command": " ".join(["python benchmarks/published.py", *sys.argv[1:]]),
+             "seconds": round(time.perf_counter() - started, 1), "quick": args.quick, "repeats": args.repeats,
              "load": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
              "reports": [strip_samples(reps[0]) for reps in runs.values()],
              "runs": {n: [strip_samples(r) for r in reps] for n, reps in runs.items()}}
