@@ -164,14 +164,14 @@ def repetitions(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
 HEADLINE = ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8"]
 
 
-def headline(reports: List[Dict[str, Any]], runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
+def headline(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
     """One row per model: median over repetitions of the end-to-end p50 ms (speedup against PyTorch
     FP32's median; spread across repetitions), accuracy where trained."""
     lines = ["| model | input | accuracy (PyTorch FP32 -> best INT8) | " + " | ".join(HEADLINE) + " |",
              "|---|---|---|" + "---|" * len(HEADLINE)]
-    for rep in reports:
+    for reps in runs.values():
+        rep = reps[0]  # the complete repetition: status and accuracy
         a = rep["artifact"]
-        reps = runs.get(a["name"]) or [rep]
         rows = {r["name"]: r for r in rep["variants"]}
         base = repetition_p50s(reps, "pytorch-fp32")
         cells = []
@@ -192,7 +192,8 @@ def headline(reports: List[Dict[str, Any]], runs: Dict[str, List[Dict[str, Any]]
 
 
 def markdown(saved: Dict[str, Any]) -> str:
-    reports, runs = saved["reports"], saved["runs"]
+    runs = saved["runs"]
+    reports = [reps[0] for reps in runs.values()]  # the first repetition is the complete one
     m = reports[0]["machine"]
     s = reports[0]["settings"]
     load = saved["load"]
@@ -214,7 +215,7 @@ def markdown(saved: Dict[str, Any]) -> str:
         "models have random weights (BatchNorm re-estimated): their accuracy is not reported, only speed, and their BF16/INT8 "
         "variants are checked against PyTorch only loosely (cosine >= 0.9), since agreement on random logits means nothing",
     ]
-    parts += ["", "## Headline: end-to-end p50 ms at batch 1 (speedup against PyTorch FP32)", ""] + headline(reports, runs)
+    parts += ["", "## Headline: end-to-end p50 ms at batch 1 (speedup against PyTorch FP32)", ""] + headline(runs)
     for rep in reports:
         a = rep["artifact"]
         header = [h.format(metric=METRIC_TITLE[a["task"]]) for h in TABLE_HEADER]
@@ -249,7 +250,10 @@ def main() -> int:
     parser.add_argument("--render", action="store_true", help="only rewrite results/published.md from published.json")
     args = parser.parse_args()
     if args.render:
-        (OUT / "published.md").write_text(markdown(json.loads((OUT / "published.json").read_text())))
+        saved = json.loads((OUT / "published.json").read_text())
+        if "runs" not in saved:
+            parser.error("results/published.json was written by an older published.py (no repetitions); rerun it")
+        (OUT / "published.md").write_text(markdown(saved))
         return 0
     names = args.only.split(",") if args.only else ORDER
     unknown = [n for n in names if n not in ORDER]
@@ -269,7 +273,6 @@ def main() -> int:
     saved = {"command": " ".join(["python benchmarks/published.py", *sys.argv[1:]]),
              "seconds": round(time.perf_counter() - started, 1), "quick": args.quick, "repeats": args.repeats,
              "load": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
-             "reports": [strip_samples(reps[0]) for reps in runs.values()],
              "runs": {n: [strip_samples(r) for r in reps] for n, reps in runs.items()}}
     stem = "published" + ("-quick" if args.quick else "") + ("-" + "-".join(names) if args.only else "")
     OUT.mkdir(parents=True, exist_ok=True)

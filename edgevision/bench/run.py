@@ -296,8 +296,7 @@ def _report(artifact: Path, manifest: Manifest, models: List[_Model], s: Dict[st
             seconds: float) -> Dict[str, Any]:
     from edgevision.version import __version__
 
-    settings = {k: s[k] for k in ("iterations", "duration", "warmup", "batch_sizes", "async_seconds", "accuracy",
-                                  "memory", "accuracy_images", "quick", "threads")}
+    settings = {k: s[k] for k in (*BENCH_OPTIONS, "quick", "threads")}
     settings["e2e_input"] = "one JPEG file: decode, pre-process, infer, post-process (Predictor.predict(path))"
     report = {
         "schema_version": 1,
