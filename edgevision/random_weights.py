@@ -22,9 +22,7 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
     from edgevision.export.onnx_export import ExportWrapper
     from edgevision.models.batchnorm import reestimate_batchnorm
     from edgevision.models.sources import build_model
-    from edgevision.recipe import ExportSpec
-    from edgevision.recipe import InputSection
-    from edgevision.recipe import ModelSpec
+    from edgevision.recipe import ExportSpec, InputSection, ModelSpec
     from edgevision.tasks import DETECTION_TASKS
     from edgevision.runtime.preprocess import preprocess
     from edgevision.runtime.proposals import proposal_batch
