@@ -55,19 +55,25 @@ def segmentation(
 def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     """argmax over classes of logits [C,h,w] resized bilinearly to height x width (half-pixel
     centres), one class at a time in OpenCV with a running maximum: never a [C,H,W] float array
-    (21 classes at 720p would be 77 MB), the same label map."""
+    (21 classes at 720p would be 77 MB), the same label map. Labels are kept in uint8 (uint16 past
+    256 classes) and updated with saturating min/max instead of a boolean-mask write: 0.16 against
+    0.36 ms for 4 classes at 320x320."""
     cv2 = opencv()
     planes = np.ascontiguousarray(logits, dtype=np.float32)
     best = cv2.resize(planes[0], (width, height), interpolation=cv2.INTER_LINEAR)
-    value = np.empty_like(best)  # reused: peak memory is 3.25x the label map, whatever the class count
-    ahead = np.empty(best.shape, dtype=bool)
-    label_map = np.zeros((height, width), dtype=np.int32)
+    value = np.empty_like(best)  # reused: peak memory is 2.5x the int32 label map, whatever the class count
+    ahead = np.empty(best.shape, dtype=np.uint8)
+    label = np.zeros((height, width), dtype=np.uint8 if planes.shape[0] <= 256 else np.uint16)
+    step = ahead
     for c in range(1, planes.shape[0]):
         cv2.resize(planes[c], (width, height), dst=value, interpolation=cv2.INTER_LINEAR)
-        np.greater(value, best, out=ahead)  # ties keep the lower class id, as argmax does
-        np.copyto(label_map, np.int32(c), where=ahead)
-        np.maximum(best, value, out=best)
-    return label_map
+        cv2.compare(value, best, cv2.CMP_GT, dst=ahead)  # 255 where c beats every class before it (ties keep the lower id)
+        step = ahead if label.dtype == np.uint8 else np.multiply(ahead, 257, dtype=np.uint16)  # 255 -> all ones
+        cv2.min(step, c, dst=step)  # c there, 0 elsewhere
+        cv2.max(label, step, dst=label)  # c is above every label so far: sets exactly those pixels
+        cv2.max(best, value, dst=best)
+    del best, value, ahead, step
+    return label.astype(np.int32)
 
 
 def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str],
