@@ -1,17 +1,20 @@
 """Where `predict` spends its time, end to end, against PyTorch eager with torchvision's own pre-
 and post-processing (issue 14).
 
-    python benchmarks/e2e.py                 # ssdlite320 + lraspp-mnv3, 3 repetitions x 12 rounds x 4 calls
+    python benchmarks/e2e.py       # ssdlite320, lraspp-mnv3, mobilenet-v3-large; 3 repetitions x 12 rounds x 4 calls
     python benchmarks/e2e.py --rounds 20 --repeats 2 --only ssdlite320
 
 For each model (compiled as in benchmarks/published.py: random weights with BatchNorm
-re-estimated, every CPU backend and precision) and each input (sklearn's china.jpg, a 427x640
-photo, and the same photo as a 1280x720 camera frame), every contender is timed in one process,
-interleaved by blocks (A A A B B B C C C ..., the first call of a block untimed), each call split into phases: JPEG decode, pre-processing, engine,
-post-processing. Contenders: every variant through Predictor; edgevision's PyTorch reference
-through the same pre-processing; torchvision eager with its own pre- and post-processing
-(decode_jpeg -> the model's own transform / F.interpolate + argmax); and, pre-processing only, the
-numpy implementation this project shipped before (from git history), for the before/after.
+re-estimated, every CPU backend and precision) and each input (sklearn's china.jpg resized to the
+network's input size, as the published benchmark feeds it; the 427x640 photo itself; the photo
+as a 1280x720 camera frame), every contender is timed in one process, interleaved by blocks
+(A A A B B B C C C ..., the first call of a block untimed), each call split into phases: JPEG
+decode, pre-processing, engine, post-processing. Contenders: every variant through Predictor;
+edgevision's PyTorch reference through the same pre-processing; torchvision eager with its own
+pre- and post-processing (decode_jpeg -> the model's own transform / resize + normalize -> the
+model -> F.interpolate + argmax / softmax + top-5); and, without the engine, the pre-processing
+(and segmentation label map) of two earlier commits, from git history, for the before/after:
+the numpy pre-processing (37bcaf1) and OpenCV INTER_AREA with boolean-mask label maps (d506601).
 
 Reported per contender: median over repetitions of the p50s, their spread (max/min - 1), the
 host share (pre + post over pre + engine + post: decode excluded), and the speedup over torchvision
@@ -43,8 +46,9 @@ from edgevision.verify.reference import reference_predictor  # noqa: E402
 from published import artifact_for  # noqa: E402
 from record import record  # noqa: E402
 
-MODELS = ["ssdlite320", "lraspp-mnv3"]
-BEFORE = "37bcaf1"  # the last commit with the numpy pre-processing
+MODELS = ["ssdlite320", "lraspp-mnv3", "mobilenet-v3-large"]
+BEFORE_NUMPY = "37bcaf1"  # the last commit with the numpy pre-processing
+BEFORE_AREA = "d506601"  # the last with INTER_AREA resizing and boolean-mask label maps
 Phases = Dict[str, float]
 
 
@@ -57,6 +61,16 @@ def _inputs(tmp: Path) -> Dict[str, Path]:
     Image.fromarray(photo).save(paths["photo 427x640"], quality=92)
     Image.fromarray(photo).resize((1280, 720), Image.BICUBIC).save(paths["frame 1280x720"], quality=92)
     return paths
+
+
+def _at_input_size(inputs: Dict[str, Path], size: List[int], tmp: Path) -> Dict[str, Path]:
+    """The photo resized to the network's input size (the published benchmark's case: no resize
+    in pre-processing, the label map at network size) first, then the shared inputs."""
+    from PIL import Image
+
+    path = tmp / f"photo_{size[0]}x{size[1]}.jpg"
+    Image.open(inputs["photo 427x640"]).resize((size[1], size[0]), Image.BICUBIC).save(path, quality=92)
+    return {f"photo at input size {size[0]}x{size[1]}": path, **inputs}
 
 
 def _edgevision(predictor: Any) -> Callable[[Path], Phases]:
@@ -76,7 +90,8 @@ def _edgevision(predictor: Any) -> Callable[[Path], Phases]:
 
 def _torchvision(manifest: Dict[str, Any]) -> Callable[[Path], Phases]:
     """torchvision eager as its users run it: decode_jpeg, the model's own transform (detection)
-    or resize + normalize (segmentation), the model, its own post-processing."""
+    or resize + normalize (segmentation, classification), the model, its own post-processing
+    (bilinear logits at image size + argmax; softmax + top-5)."""
     import torch
     import torch.nn.functional as F
     from torchvision.io import decode_jpeg, read_file
@@ -104,33 +119,53 @@ def _torchvision(manifest: Dict[str, Any]) -> Callable[[Path], Phases]:
         else:
             x = TF.normalize(TF.resize(img, size, antialias=True).float() / 255, mean, std)[None]
             t2 = time.perf_counter()
-            logits = model(x)["out"]
+            out = model(x)
             t3 = time.perf_counter()
-            F.interpolate(logits, size=img.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+            if isinstance(out, dict):  # segmentation
+                F.interpolate(out["out"], size=img.shape[-2:], mode="bilinear", align_corners=False).argmax(1)
+            else:
+                out.softmax(1).topk(5)
             t4 = time.perf_counter()
         return {"decode": t1 - t0, "pre": t2 - t1, "infer": t3 - t2, "post": t4 - t3}
 
     return call
 
 
-def _numpy_before(manifest: Dict[str, Any], tmp: Path) -> Callable[[Path], Phases]:
-    """The pre-processing shipped before OpenCV (git history), timed alone."""
-    source = subprocess.run(["git", "show", f"{BEFORE}:edgevision/runtime/preprocess.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    (tmp / "numpy_preprocess.py").write_text(source)
-    spec = importlib.util.spec_from_file_location("numpy_preprocess", tmp / "numpy_preprocess.py")
+def _from_history(rev: str, path: str, tmp: Path) -> Any:
+    """A module of this repository as it was at commit `rev`, loaded under its own name."""
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout
+    name = f"{Path(path).stem}_{rev}"
+    (tmp / f"{name}.py").write_text(source)
+    spec = importlib.util.spec_from_file_location(name, tmp / f"{name}.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["numpy_preprocess"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
-    input_spec = module.InputSpec.from_dict(manifest.info.input.to_dict())
+    return module
+
+
+def _before(rev: str, predictor: Any, tmp: Path) -> Callable[[Path], Phases]:
+    """Pre-processing (and, for segmentation, the label map) as shipped at `rev`, timed alone: the
+    before of a before/after in one interleaved run. The engine is not run (its outputs for the
+    post-processing come from one call of `predictor` before timing)."""
+    pre = _from_history(rev, "edgevision/runtime/preprocess.py", tmp)
+    input_spec = pre.InputSpec.from_dict(predictor.input.to_dict())
+    post, outputs = None, {}
+    if predictor.task == "segmentation" and rev != BEFORE_NUMPY:
+        post = _from_history(rev, "edgevision/runtime/postprocess.py", tmp)
 
     def call(path: Path) -> Phases:
         t0 = time.perf_counter()
         rgb = read_image(path)
         t1 = time.perf_counter()
-        module.preprocess([rgb], input_spec)
-        t2 = time.perf_counter()
-        return {"decode": t1 - t0, "pre": t2 - t1, "infer": 0.0, "post": 0.0}
+        _, [t] = pre.preprocess([rgb], input_spec)
+        t2 = t3 = time.perf_counter()
+        if post is not None:
+            if path not in outputs:
+                outputs[path] = predictor.runner.infer(predictor.feeds([rgb])[0])
+            t3 = time.perf_counter()
+            post.segmentation(outputs[path], 0, t, predictor.input.size, predictor.labels)
+        return {"decode": t1 - t0, "pre": t2 - t1, "infer": 0.0, "post": time.perf_counter() - t3}
     return call
 
 
@@ -173,9 +208,12 @@ def run_model(name: str, inputs: Dict[str, Path], rounds: int, repeats: int, blo
     for v in manifest.variants:
         predictors[v.name] = edgevision.load(root / v.name, threads=threads)
     contenders.update({n: _edgevision(p) for n, p in predictors.items()})
-    contenders["numpy pre-processing (before)"] = _numpy_before(manifest, tmp)
+    fp32 = next(p for n, p in predictors.items() if n.endswith("fp32") and not n.startswith("pytorch"))
+    contenders[f"numpy pre-processing ({BEFORE_NUMPY})"] = _before(BEFORE_NUMPY, fp32, tmp)
+    contenders[f"INTER_AREA pre / mask label map ({BEFORE_AREA})"] = _before(BEFORE_AREA, fp32, tmp)
     try:
-        results = {label: _measure(contenders, path, rounds, repeats, block) for label, path in inputs.items()}
+        sized = _at_input_size(inputs, list(manifest.info.input.size), tmp)
+        results = {label: _measure(contenders, path, rounds, repeats, block) for label, path in sized.items()}
     finally:
         for p in predictors.values():
             p.close()
