@@ -1,6 +1,6 @@
 """Reproduce edgevision's published benchmark table on this machine.
 
-    python benchmarks/published.py            # everything, 3 repetitions, about an hour on 2 cores
+    python benchmarks/published.py            # everything, 3 repetitions: 20 min on 2 cores, more the first time
     python benchmarks/published.py --quick    # a smoke run (edgevision benchmark --quick)
     python benchmarks/published.py --only quickstart,resnet18
 
@@ -36,6 +36,7 @@ from edgevision import api  # noqa: E402
 from edgevision.artifact import read_manifest  # noqa: E402
 from edgevision.bench.report import TABLE_HEADER, detail_rows, table_rows, write_reports  # noqa: E402
 from edgevision.api import benchmark  # noqa: E402
+from edgevision.bench.advice import Advice, Candidate, advise  # noqa: E402
 from edgevision.bench.run import BenchOptions  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
 from edgevision.tasks import METRIC_TITLE  # noqa: E402
@@ -164,9 +165,31 @@ def repetitions(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
 HEADLINE = ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-bf16", "openvino-int8"]
 
 
+def median_advice(reps: List[Dict[str, Any]]) -> Advice:
+    """The benchmark's what-to-ship advice, from the median over repetitions of each end-to-end p50
+    (throughput and accuracy from the complete first repetition), so it agrees with the headline."""
+    rep = reps[0]
+    metric = rep["artifact"]["metric"]
+    candidates = []
+    for r in rep["variants"]:
+        p50s = repetition_p50s(reps, r["name"])
+        if r["baseline"] or not p50s:
+            continue
+        fps = max((t["fps"] for t in r.get("throughput") or []), default=None)
+        candidates.append(Candidate(r["name"], r["backend"], r["precision"], r["status"] == "passed", median(p50s), fps,
+                                    (r.get("accuracy") or {}).get(metric)))
+    return advise(candidates)
+
+
+def _int8_mark(notes: List[str]) -> str:
+    if any("do not ship" in n for n in notes):
+        return " (slower than FP32: do not ship)"
+    return " (< 1.3x FP32: not worth it)" if any("not worth" in n for n in notes) else ""
+
+
 def headline(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
     """One row per model: median over repetitions of the end-to-end p50 ms (speedup against PyTorch
-    FP32's median; spread across repetitions), accuracy where trained."""
+    FP32's median; spread across repetitions), accuracy where trained; INT8 that does not pay marked."""
     lines = ["| model | input | accuracy (PyTorch FP32 -> best INT8) | " + " | ".join(HEADLINE) + " |",
              "|---|---|---|" + "---|" * len(HEADLINE)]
     for reps in runs.values():
@@ -174,6 +197,7 @@ def headline(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
         a = rep["artifact"]
         rows = {r["name"]: r for r in rep["variants"]}
         base = repetition_p50s(reps, "pytorch-fp32")
+        notes = median_advice(reps).notes
         cells = []
         for name in HEADLINE:
             p50s = repetition_p50s(reps, name)
@@ -181,7 +205,8 @@ def headline(runs: Dict[str, List[Dict[str, Any]]]) -> List[str]:
                 cells.append("-")
                 continue
             speed = median(base) / median(p50s) if base and name != "pytorch-fp32" else None
-            mark = "" if rows[name]["status"] in ("passed", "reference") else f" ({rows[name]['status']})"
+            mark = _int8_mark(notes.get(name, [])) if rows[name]["status"] in ("passed", "reference") \
+                else f" ({rows[name]['status']})"
             cells.append(f"{median(p50s):.1f}" + (f" ({speed:.1f}x)" if speed else "") + f" ±{100 * spread(p50s):.0f}%" + mark)
         metric = a["metric"]
         acc_base = ((rows.get("pytorch-fp32") or {}).get("accuracy") or {}).get(metric)
@@ -230,6 +255,8 @@ def markdown(saved: Dict[str, Any]) -> str:
         caveats = [f"- {r['name']} ({r['status']}): {x}" for r in rep["variants"] for x in r.get("reasons") or []]
         if caveats:
             parts += [""] + caveats
+        parts += ["", "What to ship here (medians over the repetitions):", ""]
+        parts += [f"- {line}" for line in median_advice(runs[a["name"]]).lines()]
     parts += ["", "## Noise", "", "Between repetitions, end-to-end p50 ms:", "",
               "| model | variant | repetitions | median | spread |", "|---|---|---|---|---|"] + repetitions(runs)
     parts += ["", "Within the first repetition, end-to-end ms:", "",

@@ -26,6 +26,15 @@ def test_int8_that_does_not_pay_is_marked() -> None:
     assert "tensorrt-int8" not in a.notes  # no FP32 of its backend to compare with
 
 
+def test_latency_pick_is_never_a_flagged_int8() -> None:
+    """INT8 1.01x faster than its FP32 is flagged "not worth it": the pick is the FP32 it barely beat."""
+    a = advise([_c("onnxruntime-fp32", 2.24), _c("onnxruntime-int8", 2.22), _c("openvino-bf16", 2.40)])
+    assert "not worth" in a.notes["onnxruntime-int8"][0]
+    assert a.latency == {"variant": "onnxruntime-fp32", "e2e_ms": 2.24, "next": "openvino-bf16", "margin": 1.071}
+    only_int8 = advise([_c("onnxruntime-fp32", 2.24, passed=False), _c("onnxruntime-int8", 2.22)])
+    assert only_int8.latency["variant"] == "onnxruntime-int8"  # nothing to compare it with: not flagged
+
+
 def test_dominated_variants_are_flagged_and_noise_is_not() -> None:
     a = advise([_c("onnxruntime-fp32", 10.0, acc=0.70), _c("openvino-fp32", 12.0, acc=0.70),
                 _c("openvino-bf16", 10.3, acc=0.69), _c("openvino-int8", 5.0, acc=0.60)])

@@ -2,7 +2,7 @@
 both end with this advice, so a user does not have to read a table to decide.
 
 - latency: the passed variant with the lowest end-to-end p50 at batch 1, and its margin over the
-  next one;
+  next one (an INT8 variant flagged below is never the pick);
 - throughput: the passed variant with the most images per second (the best of its sync and async
   runs where measured, else 1000 / p50);
 - per variant: INT8 that is not at least INT8_MIN_GAIN times faster than FP32 on the same backend
@@ -62,8 +62,10 @@ class Advice:
 def advise(candidates: List[Candidate]) -> Advice:
     advice = Advice()
     timed = [c for c in candidates if c.passed and c.e2e_ms]
+    # the latency pick never names an INT8 variant this advice tells the user not to ship
+    shippable = [c for c in timed if not _int8_notes(c, timed)] or timed
     if timed:
-        ranked = sorted(timed, key=lambda c: c.e2e_ms)  # type: ignore[arg-type, return-value]
+        ranked = sorted(shippable, key=lambda c: c.e2e_ms)  # type: ignore[arg-type, return-value]
         best, nxt = ranked[0], ranked[1] if len(ranked) > 1 else None
         advice.latency = {"variant": best.name, "e2e_ms": best.e2e_ms, "next": nxt.name if nxt else None,
                           "margin": round(nxt.e2e_ms / best.e2e_ms, 3) if nxt else None}  # type: ignore[operator]
