@@ -37,6 +37,7 @@ from edgevision.artifact import read_manifest  # noqa: E402
 from edgevision.bench.report import TABLE_HEADER, detail_rows, table_rows, write_reports  # noqa: E402
 from edgevision.api import benchmark  # noqa: E402
 from edgevision.bench.advice import Advice, Candidate, advise  # noqa: E402
+from edgevision.benchmark_options import STEADY_BLOCK  # noqa: E402
 from edgevision.bench.run import BenchOptions  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
 from edgevision.tasks import METRIC_TITLE  # noqa: E402
@@ -231,7 +232,8 @@ def markdown(saved: Dict[str, Any]) -> str:
         f"- {m['platform']}; " + ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v),
         f"- load average (1, 5, 15 min) {load['before']} before, {load['after']} after",
         f"- {saved['repeats']} repetitions of every model's benchmark (the first complete; the others latency only), "
-        f"each {s['iterations']} interleaved rounds after {s['warmup']} warm-up calls per measurement; latency and FPS end "
+        f"each {s['iterations']} timed calls per model after {s['warmup']} warm-up calls, interleaved in rounds of "
+        f"{STEADY_BLOCK - 1} after an untimed call (steady state); latency and FPS end "
         "to end (JPEG decode, pre-processing, inference, post-processing), batch 1",
         "- headline: the median over repetitions of each p50, ±spread = slowest / fastest repetition - 1; "
         "speedup = PyTorch FP32's median / the variant's median. PyTorch FP32 runs through edgevision's pre- and "
@@ -272,7 +274,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="edgevision benchmark --quick for every model")
     parser.add_argument("--only", help="comma-separated subset of: " + ", ".join(ORDER))
-    parser.add_argument("--iterations", type=int, default=100, help="interleaved rounds (default 100)")
+    parser.add_argument("--iterations", type=int, default=100, help="timed calls per model and measurement (default 100)")
     parser.add_argument("--repeats", type=int, default=3, help="benchmark repetitions per model (default 3)")
     parser.add_argument("--render", action="store_true", help="only rewrite results/published.md from published.json")
     args = parser.parse_args()

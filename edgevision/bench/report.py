@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from edgevision.bench.plots import figures
 from edgevision.bench.schema import Report
+from edgevision.benchmark_options import STEADY_BLOCK
 from edgevision.tasks import METRIC_TITLE
 
 def _f(v: Optional[float], digits: int = 2) -> str:
@@ -91,7 +92,8 @@ def _machine_line(report: Dict[str, Any]) -> str:
 
 def _settings_line(report: Dict[str, Any]) -> str:
     s = report["settings"]
-    how = f"{s['iterations']} interleaved rounds" if s["iterations"] else f"{s['duration']:g} s per measurement, interleaved"
+    how = (f"{s['iterations']} timed calls per model" if s["iterations"] else f"{s['duration']:g} s per measurement") + \
+        f", interleaved in rounds of {STEADY_BLOCK - 1} calls after an untimed one (steady state)"
     acc = f"accuracy on {'all' if s['accuracy_images'] is None else 'at most ' + str(s['accuracy_images'])} data.val images" \
         if s["accuracy"] else "accuracy not measured"
     return f"{how} after {s['warmup']} warm-up calls; batch sizes {s['batch_sizes']}; {acc}" + ("; --quick" if s["quick"] else "")

@@ -23,7 +23,7 @@ from edgevision.bench.advice import from_report
 from edgevision.verify.latency import interleaved, summarize
 from edgevision.bench.machine import machine
 from edgevision.bench.memory import BASELINE, measure_in_subprocess
-from edgevision.benchmark_options import BENCH_OPTIONS, QUICK, flag
+from edgevision.benchmark_options import BENCH_OPTIONS, QUICK, STEADY_BLOCK, flag
 from edgevision.reporting import Reporter
 from edgevision.tasks import METRIC
 from edgevision.errors import BackendNotInstalled, EdgeVisionError, RecipeError
@@ -223,12 +223,13 @@ def _latency(manifest: Manifest, models: List[_Model], image: Path, s: Dict[str,
         return
     feed = next(iter(timed.values())).predictor.feeds([_decode(image)])[0]
     r = _rounds(s)
+    rounds = -(-r["rounds"] // (STEADY_BLOCK - 1)) if r["rounds"] else None  # iterations = timed calls per model
     samples = {}
     for kind, make in (("infer", lambda p: (lambda: p.runner.infer(feed))), ("e2e", lambda p: (lambda: p.predict(str(image))))):
-        total = r["rounds"] or 0
-        with reporter.task(f"latency {kind}: {len(timed)} models interleaved", total) as advance:
-            samples[kind] = interleaved({n: make(m.predictor) for n, m in timed.items()}, r["rounds"], r["warmup"],
-                                        r["duration"], progress=advance)
+        with reporter.task(f"latency {kind}: {len(timed)} models interleaved", rounds or 0) as advance:
+            ms = interleaved({n: make(m.predictor) for n, m in timed.items()}, rounds, r["warmup"], r["duration"],
+                             progress=advance, block=STEADY_BLOCK)
+            samples[kind] = {n: t[:r["rounds"]] if r["rounds"] else t for n, t in ms.items()}
     base = timed.get(BASELINE)
     for name, m in timed.items():
         m.row["latency"] = {k: summarize(samples[k][name]) for k in samples}
