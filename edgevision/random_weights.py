@@ -44,7 +44,7 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
         pixels = torch.from_numpy(np.concatenate([x for x, _ in batches]))
         if hasattr(core, "head") and hasattr(core.head, "cv3"):  # Ultralytics
             spread_class_logits(core, pixels)
-        elif hasattr(getattr(model, "head", None), "classification_head"):  # RetinaNet, FCOS
+        elif hasattr(getattr(getattr(model, "head", None), "classification_head", None), "cls_logits"):  # RetinaNet, FCOS
             spread_prior_logits(model, pixels)
     else:  # the second stage on the runtime's default proposals
         reestimate_batchnorm(wrapper, batches, lambda b: wrapper(torch.from_numpy(b[0]), torch.from_numpy(
