@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgevision import api  # noqa: E402
-from edgevision.artifact import read_manifest  # noqa: E402
 from edgevision.bench.report import TABLE_HEADER, detail_rows, table_rows, write_reports  # noqa: E402
 from edgevision.api import benchmark  # noqa: E402
 from edgevision.bench.advice import Advice, Candidate, advise  # noqa: E402
@@ -94,11 +93,8 @@ def torchvision_recipe(name: str) -> Dict[str, Any]:
 def artifact_for(name: str, reporter: RichReporter) -> Path:
     recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml") if name in ("quickstart", "segmentation-unet") \
         else parse_recipe(torchvision_recipe(name), source=name)
-    try:
-        if read_manifest(recipe.output_dir).recipe["sha256"] == recipe.digest():
-            return recipe.output_dir
-    except EdgeVisionError:
-        pass
+    if api.is_current(recipe):
+        return recipe.output_dir
     started = time.perf_counter()
     try:
         api.compile(recipe, reporter=reporter)

@@ -61,11 +61,7 @@ def _artifact_for(target: Path, reporter: Reporter) -> Path:
         raise RecipeError(f"{target}: neither an artifact folder nor a recipe file")
     recipe = load_recipe(target)
     out = recipe.output_dir
-    try:
-        current = read_manifest(out).recipe["sha256"] == recipe.digest()
-    except EdgeVisionError:
-        current = False
-    if current:
+    if is_current(recipe):
         reporter.info(f"benchmarking {out} (built from this recipe)")
         return out
     reporter.info(f"{out} is missing or was built from another version of {target}: compiling it first")
@@ -97,6 +93,17 @@ def resolve_labels(recipe: Recipe) -> list[str]:
     if recipe.model.num_classes:
         return [f"class_{i}" for i in range(recipe.model.num_classes)]
     raise RecipeError("model.labels: give the class names (or model.num_classes), or a data source that has them")
+
+
+def is_current(recipe: Recipe) -> bool:
+    """Whether recipe.output_dir holds an artifact compiled from this recipe. The manifest records
+    the recipe as compiled, labels resolved (num_classes filled in from them), so the comparison
+    resolves them too: compared as written, every recipe without num_classes looked changed and
+    `edgevision benchmark recipe.yaml` recompiled it every time."""
+    try:
+        return read_manifest(recipe.output_dir).recipe["sha256"] == _with_labels(recipe).digest()
+    except EdgeVisionError:
+        return False
 
 
 def _with_labels(recipe: Recipe) -> Recipe:

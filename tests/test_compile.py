@@ -46,6 +46,20 @@ def test_unet_segmentation_artifact(unet_artifact) -> None:  # noqa: ANN001
     assert manifest["recipe"]["sha256"] and manifest["tools"]["onnxruntime"]
 
 
+def test_artifact_is_current_for_the_recipe_as_written(unet_artifact) -> None:  # noqa: ANN001
+    """`edgevision benchmark recipe.yaml` reuses the artifact compiled from that recipe: the manifest
+    holds the recipe as compiled (num_classes filled in from the labels), the user's has none."""
+    from edgevision.api import is_current
+    from edgevision.recipe import parse_recipe
+
+    _, root = unet_artifact
+    content = read_manifest(root).recipe["content"]
+    assert content["model"]["num_classes"] == 4
+    as_written = {**content, "model": {**content["model"], "num_classes": None}}
+    assert is_current(parse_recipe(as_written))
+    assert not is_current(parse_recipe({**as_written, "verify": {**content["verify"], "images": 3}}))
+
+
 def test_fp32_backends_agree_through_the_runtime(unet_artifact) -> None:  # noqa: ANN001
     _, root = unet_artifact
     images = [ShapesDataset(3, seed=11, size=(50, 90))[i].image for i in range(3)]  # not the network size
