@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from edgevision import api  # noqa: E402
 from edgevision.bench.report import TABLE_HEADER, detail_rows, table_rows, write_reports  # noqa: E402
 from edgevision.api import benchmark  # noqa: E402
-from edgevision.bench.advice import Advice, Candidate, advise  # noqa: E402
+from edgevision.bench.advice import Advice, from_report  # noqa: E402
 from edgevision.benchmark_options import STEADY_BLOCK  # noqa: E402
 from edgevision.bench.run import BenchOptions  # noqa: E402
 from edgevision.console import RichReporter  # noqa: E402
@@ -163,19 +163,10 @@ HEADLINE = ["pytorch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp
 
 
 def median_advice(reps: List[Dict[str, Any]]) -> Advice:
-    """The benchmark's what-to-ship advice, from the median over repetitions of each end-to-end p50
+    """The benchmark's what-to-ship advice from the median over repetitions of each end-to-end p50
     (throughput and accuracy from the complete first repetition), so it agrees with the headline."""
-    rep = reps[0]
-    metric = rep["artifact"]["metric"]
-    candidates = []
-    for r in rep["variants"]:
-        p50s = repetition_p50s(reps, r["name"])
-        if r["baseline"] or not p50s:
-            continue
-        fps = max((t["fps"] for t in r.get("throughput") or []), default=None)
-        candidates.append(Candidate(r["name"], r["backend"], r["precision"], r["status"] == "passed", median(p50s), fps,
-                                    (r.get("accuracy") or {}).get(metric)))
-    return advise(candidates)
+    medians = {r["name"]: median(p50s) for r in reps[0]["variants"] if (p50s := repetition_p50s(reps, r["name"]))}
+    return from_report(reps[0], medians)
 
 
 def _int8_mark(notes: List[str]) -> str:

@@ -112,8 +112,9 @@ def from_manifest(manifest: Manifest, metric: str) -> Advice:
                    for v in manifest.variants])
 
 
-def from_report(report: Dict[str, Any]) -> Advice:
-    """The benchmark's advice: careful latency, the best measured throughput."""
+def from_report(report: Dict[str, Any], e2e_ms: Optional[Dict[str, float]] = None) -> Advice:
+    """The benchmark's advice: careful latency, the best measured throughput. `e2e_ms` (variant ->
+    ms) replaces the report's own end-to-end p50s, e.g. medians over repeated benchmarks."""
     metric = report["artifact"]["metric"]
     out = []
     for r in report["variants"]:
@@ -122,6 +123,7 @@ def from_report(report: Dict[str, Any]) -> Advice:
         lat = (r.get("latency") or {}).get("e2e") or {}
         fps = max((t["fps"] for t in r.get("throughput") or []), default=None)
         timed = not any("not timed" in n for n in r.get("notes") or [])
-        out.append(Candidate(r["name"], r["backend"], r["precision"], r["status"] == "passed" and timed, lat.get("p50"),
+        p50 = lat.get("p50") if e2e_ms is None else e2e_ms.get(r["name"])
+        out.append(Candidate(r["name"], r["backend"], r["precision"], r["status"] == "passed" and timed, p50,
                              fps, (r.get("accuracy") or {}).get(metric)))
     return advise(out)
