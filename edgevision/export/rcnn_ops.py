@@ -66,8 +66,12 @@ class Pooler:
 
     The level mapping is torchvision's LevelMapper (canonical size 224 at level 4, eps 1e-6,
     clamped to the pooled levels) and RoIAlign runs with aligned=False (ONNX RoiAlign
-    'output_half_pixel'): the pooled features equal torchvision's. Every level is pooled for
-    every RoI and the right one selected by mask: no data-dependent gathers."""
+    'output_half_pixel'): the pooled features equal torchvision's. In the exported graph every
+    level is pooled for every RoI and the right one selected by mask: no data-dependent gathers.
+    Run eagerly (the PyTorch reference of a compile, BatchNorm re-estimation) each RoI is pooled at
+    its own level only, as torchvision does: the same values bit for bit (RoI Align pools each RoI
+    on its own, and the graph adds exact zeros for the other levels), at a quarter of the work on
+    four levels."""
 
     def __init__(self, pool: MultiScaleRoIAlign, feats: dict[str, torch.Tensor], size: tuple[int, int]) -> None:
         self.names = [k for k in feats if k in pool.featmap_names]
@@ -89,6 +93,13 @@ class Pooler:
         if len(maps) == 1 or self.mapper.k_min == self.mapper.k_max:  # one level (MobileNet FPN: equal strides)
             return torchvision.ops.roi_align(maps[0], rois5, self.output_size, self.scales[0], self.sampling_ratio, False)
         levels = self.mapper([rois])
+        if not (torch.compiler.is_exporting() or torch.jit.is_tracing() or torch.jit.is_scripting()):
+            pooled = rois.new_zeros((rois.shape[0], maps[0].shape[1], *self.output_size))
+            for level, (fmap, scale) in enumerate(zip(maps, self.scales)):
+                at = torch.nonzero(levels == level).squeeze(1)
+                if at.numel():
+                    pooled[at] = torchvision.ops.roi_align(fmap, rois5[at], self.output_size, scale, self.sampling_ratio, False)
+            return pooled
         pooled = 0
         for level, (fmap, scale) in enumerate(zip(maps, self.scales)):
             part = torchvision.ops.roi_align(fmap, rois5, self.output_size, scale, self.sampling_ratio, False)
