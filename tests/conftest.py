@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pytest
@@ -42,7 +45,7 @@ def recipe_dict(name: str, task: str, source: str, size: int, out: Path, **extra
         "input": {"size": [size, size], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
         "data": {"val": {"source": "shapes", "count": 6, "seed": 1, "max_objects": 1 if task == "classification" else 3}},
         "targets": [{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"}],
-        "verify": {"images": 4, "timing_rounds": 2},
+        "verify": {"images": 4, "timing_rounds": 0},  # latency is the benchmark's (and the quickstart test's) business
         "output": str(out / name),
     }
     for key, value in extra.items():
@@ -55,6 +58,67 @@ def calibrated_checkpoint(recipe_data: dict[str, Any], path: Path) -> Path:
     from edgevision.random_weights import reestimated_checkpoint
 
     return reestimated_checkpoint(recipe_data, path)
+
+
+# Variables with which a launcher changes what the tools print or how they run: colour forced on (rich, typer),
+# a terminal width, warnings turned into errors, start-up code. The tests read that output, so none may leak in.
+_LAUNCHER_VARIABLES = ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS",
+                       "LINES", "PYTHONWARNINGS", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONDEVMODE", "OMP_NUM_THREADS")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_process_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The process state the suite relies on, set here instead of inherited from whatever launched pytest
+    (a background job or nohup starts it with SIGINT ignored, CI with no standard input, another cwd, umask,
+    locale or colour setting): session fixtures compile in a working directory of their own (the calibration
+    cache lives under ./build), with a C.UTF-8 locale for child processes and the variables above unset."""
+    if not _fd_open(0):  # no standard input: keep fd 0 taken, or the next file opened becomes a child's stdin
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _LAUNCHER_VARIABLES:
+            mp.delenv(name, raising=False)
+        mp.setenv("LC_ALL", "C.UTF-8")
+        mp.chdir(tmp_path_factory.mktemp("session-cwd"))
+        with _signals_and_umask():
+            yield
+
+
+@pytest.fixture(autouse=True)
+def _test_process_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test: Python's own Ctrl-C handler and default SIGTERM (whatever the last test left), umask 022,
+    and an empty working directory of its own (nothing one test writes under ./build is seen by another)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    with _signals_and_umask():
+        yield
+
+
+@contextmanager
+def _signals_and_umask() -> Iterator[None]:
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    umask = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(umask)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def default_signals() -> None:
+    """preexec_fn for a child that must see Ctrl-C and SIGTERM as a terminal's process does (a shell's
+    background job starts with SIGINT ignored, and a child inherits an ignored signal)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
@@ -79,6 +143,26 @@ def compiled(build_root: Path) -> Callable[..., tuple[dict[str, Any], Path]]:
         return cache[name]
 
     return make
+
+
+# The R-CNN artifacts that test_instances.py and test_stream.py share (the compiled() cache is keyed by name).
+# Fewer region proposals than torchvision's 1000 (the same graph, a fraction of the box head's work).
+FEW_PROPOSALS = {"rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 150}
+
+
+@pytest.fixture(scope="session")
+def maskrcnn_artifact(compiled):  # noqa: ANN001, ANN201
+    """Score threshold 0.5: with these random weights the images keep from 0 to 100 detections, so the mask head
+    (run on kept detections only, a data-dependent count) sees a different count per image, and none at all."""
+    return compiled("maskrcnn", "instance_segmentation", "maskrcnn_resnet50_fpn", 160,
+                    targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
+                             {"backend": "tensorrt", "precision": "fp32"}], export={"nms": {"score_threshold": 0.5}})
+
+
+@pytest.fixture(scope="session")
+def keypointrcnn_artifact(compiled):  # noqa: ANN001, ANN201
+    return compiled("keypointrcnn", "keypoints", "keypointrcnn_resnet50_fpn", 160, model={"kwargs": FEW_PROPOSALS},
+                    targets=[{"backend": "onnxruntime", "precision": "fp32"}], export={"nms": {"max_detections": 20}})
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import recipe_dict
+from conftest import default_signals, recipe_dict
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -134,7 +134,7 @@ def _start_compile(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     data = recipe_dict("sig", "segmentation", "unet", 64, tmp_path, model={"kwargs": {"width": 4, "depth": 3}})
     (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(data))
     proc = subprocess.Popen([sys.executable, "-m", "edgevision", "compile", "recipe.yaml", "--threads", "1"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob(".sig.tmp-*[!k]")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -186,10 +186,3 @@ def test_random_checkpoint_reestimates_batchnorm(tmp_path: Path) -> None:
     model = build_model(ModelSpec(source="mobilenet_v3_small", labels=["a", "b", "c"], checkpoint=str(out)))
     assert torch.equal(model.state_dict()["features.0.1.running_var"], state["features.0.1.running_var"])
     _assert_clean_error(run("random-checkpoint", str(recipe), str(out)), "exists; pass --force")
-
-
-def _default_sigint() -> None:
-    """A user's terminal delivers Ctrl-C; a shell's background job ignores SIGINT, and a child would inherit that."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,6 +16,7 @@ import cv2
 import pytest
 
 import edgevision
+from conftest import default_signals
 from edgevision.errors import SourceError
 from videos import MjpegServer, decoded
 
@@ -89,7 +90,7 @@ def test_ctrl_c_finalises_the_video(detector: Path, tmp_path: Path) -> None:
     with MjpegServer(fps=30) as server:
         proc = subprocess.Popen([sys.executable, "-m", "edgevision", "run", str(detector), "--source", server.url,
                                  "--save", str(out), "--jsonl", str(log)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal
+                                text=True, preexec_fn=default_signals)  # as a terminal
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and (not log.exists() or log.read_text().count("\n") < 15):
             time.sleep(0.1)
