@@ -128,12 +128,8 @@ def test_heads_need_the_matching_task(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def maskrcnn(compiled):  # noqa: ANN001, ANN201
-    """Score threshold 0.5: with these random weights the images keep from 0 to 100 detections, so the mask head
-    (run on kept detections only, a data-dependent count) sees a different count per image, and none at all."""
-    return compiled("maskrcnn", "instance_segmentation", "maskrcnn_resnet50_fpn", 160,
-                    targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
-                             {"backend": "tensorrt", "precision": "fp32"}], export={"nms": {"score_threshold": 0.5}})
+def maskrcnn(maskrcnn_artifact):  # noqa: ANN001, ANN201
+    return maskrcnn_artifact
 
 
 def test_mask_rcnn_artifact_matches_torchvision(maskrcnn) -> None:  # noqa: ANN001
@@ -184,12 +180,12 @@ def test_mask_rcnn_predict_gives_masks_at_the_original_size(maskrcnn) -> None:  
     assert entry["segmentation"]["size"] == [120, 200] and sum(entry["segmentation"]["counts"]) == 120 * 200
 
 
-def test_keypoint_rcnn_artifact_matches_torchvision(compiled) -> None:  # noqa: ANN001
-    manifest, root = compiled("keypointrcnn", "keypoints", "keypointrcnn_resnet50_fpn", 160,
-                              targets=[{"backend": "onnxruntime", "precision": "fp32"}], export={"nms": {"max_detections": 20}})
+def test_keypoint_rcnn_artifact_matches_torchvision(keypointrcnn_artifact) -> None:  # noqa: ANN001
+    manifest, root = keypointrcnn_artifact
     variant = manifest["variants"][0]
     assert variant["status"] == "passed" and variant["parity"]["keypoints_close"] == 1.0, variant
-    model = build_model(ModelSpec(source=manifest["model"]["source"], labels=LABELS, checkpoint=manifest["model"]["checkpoint"]))
+    model = build_model(ModelSpec(source=manifest["model"]["source"], labels=LABELS, checkpoint=manifest["model"]["checkpoint"],
+                                  kwargs=manifest["model"]["kwargs"]))
     model.roi_heads.detections_per_img = 20
     image = ShapesDataset(1, seed=4, size=(200, 140))[0].image
     with edgevision.load(root / "onnxruntime-fp32") as predictor:

@@ -244,14 +244,11 @@ def _no_display() -> dict:
     return {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
 
 
-def test_segmentation_and_instance_overlays_are_drawn(unet_artifact, compiled, tmp_path: Path) -> None:  # noqa: ANN001
+def test_segmentation_and_instance_overlays_are_drawn(unet_artifact, maskrcnn_artifact, keypointrcnn_artifact,  # noqa: ANN001
+                                                     tmp_path: Path) -> None:
     _, unet = unet_artifact
-    # the same session artifacts as test_instances.py (same arguments, built once)
-    _, masks = compiled("maskrcnn", "instance_segmentation", "maskrcnn_resnet50_fpn", 160,
-                        targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
-                                 {"backend": "tensorrt", "precision": "fp32"}], export={"nms": {"score_threshold": 0.5}})
-    _, keypoints = compiled("keypointrcnn", "keypoints", "keypointrcnn_resnet50_fpn", 160,
-                            targets=[{"backend": "onnxruntime", "precision": "fp32"}], export={"nms": {"max_detections": 20}})
+    _, masks = maskrcnn_artifact  # the same session artifacts as test_instances.py (conftest)
+    _, keypoints = keypointrcnn_artifact
     path = write_clip(tmp_path / "c.mp4", shapes_frames(4, size=(120, 200), seed=4))
     truth = decoded(path)
     for name, root in [("seg", unet), ("mask", masks), ("kp", keypoints)]:
