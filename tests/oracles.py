@@ -12,6 +12,8 @@ from torchvision.models.detection.faster_rcnn import FasterRCNN
 from torchvision.models.detection.image_list import ImageList
 
 from edgevision.export.detection import backbone_features
+from edgevision.records import InputSpec
+from edgevision.runtime.preprocess import preprocess
 
 
 def torchvision_reference(model: nn.Module, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -38,6 +40,35 @@ def torchvision_two_stage(model: FasterRCNN, images: torch.Tensor) -> list[dict[
     proposals, _ = model.rpn(image_list, feats)
     detections, _ = model.roi_heads(feats, proposals, image_list.image_sizes)
     return detections
+
+
+def torchvision_scores(model: FasterRCNN, images: list[np.ndarray], spec: InputSpec) -> list[np.ndarray]:
+    """torchvision eager's detection scores per image with no score threshold (every candidate kept
+    by its NMS, up to detections_per_img); the model's threshold is put back."""
+    kept, model.roi_heads.score_thresh = model.roi_heads.score_thresh, 0.0
+    try:
+        with torch.no_grad():
+            found = torchvision_two_stage(model, torch.from_numpy(preprocess(images, spec)[0]))
+    finally:
+        model.roi_heads.score_thresh = kept
+    return [d["scores"].numpy() for d in found]
+
+
+def threshold_in_a_gap(groups: list[list[np.ndarray]], minimum: list[int], most: int) -> tuple[float, float]:
+    """A score threshold with at least minimum[g] detections above it in each group of images (lists of
+    per-image scores) and at most `most` in any one image (below detections_per_img, so the scores listed
+    are all there are above it), halfway across the widest gap between two neighbouring scores: a
+    threshold near a score would make that detection a coin toss between backends. Returns (threshold, gap)."""
+    pooled = np.sort(np.concatenate([s for g in groups for s in g]))[::-1]
+    best = (0.0, -1.0)
+    for high, low in zip(pooled[:-1], pooled[1:]):
+        t = float(high + low) / 2
+        counts = [sum(int((s > t).sum()) for s in g) for g in groups]
+        crowded = any(int((s > t).sum()) > most for g in groups for s in g)
+        if all(c >= m for c, m in zip(counts, minimum)) and not crowded and high - low > best[1]:
+            best = (t, float(high - low))
+    assert best[1] > 1e-4, f"no score gap wider than 1e-4 with {minimum} detections: {pooled[:50]}"
+    return best
 
 
 def as_contract(detections: list[dict[str, torch.Tensor]], k: int) -> dict[str, np.ndarray]:
