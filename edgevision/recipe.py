@@ -29,7 +29,11 @@ Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # the backend ta
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN / inf: "finite number" errors
+    """Strict types: a bool is true or false, never "false" or 0 (a quoted "false" is a non-empty string, and a
+    lax bool would take it as consent); an int is never "8" or 8.0; a float may be an int. NaN / inf: "finite
+    number" errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 def _text(value: Any) -> Any:
@@ -45,7 +49,17 @@ def _text(value: Any) -> Any:
     return value
 
 
-SafePath = Annotated[Path, BeforeValidator(_text)]
+def _path(value: Any) -> Any:
+    value = _text(value)
+    return Path(value) if isinstance(value, str) else value
+
+
+def _tuple(value: Any) -> Any:
+    """YAML and JSON give lists; a fixed-length field is a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+SafePath = Annotated[Path, BeforeValidator(_path)]
 Text = Annotated[str, BeforeValidator(_text)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed (0 .. 2^32-1).")]
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
@@ -94,8 +108,9 @@ class InputSection(_Strict):
     defaults are records.InputSpec's."""
 
     size: tuple[int, int] = Field(description="Network input [height, width] in pixels.")
-    mean: tuple[Mean, Mean, Mean] = Field(InputSpec.mean, description="Per channel, on 0..1 pixels.")
-    std: tuple[Std, Std, Std] = Field(InputSpec.std, description="Per channel, on 0..1 pixels (0.001..10).")
+    mean: Annotated[tuple[Mean, Mean, Mean], BeforeValidator(_tuple)] = Field(InputSpec.mean, description="Per "
+                                                                              "channel, on 0..1 pixels.")
+    std: Annotated[tuple[Std, Std, Std], BeforeValidator(_tuple)] = Field(InputSpec.std, description="Per channel, on 0..1 pixels (0.001..10).")
     channel_order: Literal["rgb", "bgr"] = Field(InputSpec.channel_order, description="Channel order the network expects.")
     resize: Literal["stretch", "letterbox"] = InputSpec.resize
     pad_value: int = Field(InputSpec.pad_value, ge=0, le=255, description="Letterbox padding value (0..255).")
@@ -108,7 +123,7 @@ class InputSection(_Strict):
     @field_validator("size", mode="before")
     @classmethod
     def _square(cls, v: Any) -> Any:
-        return (v, v) if isinstance(v, int) else v
+        return (v, v) if isinstance(v, int) and not isinstance(v, bool) else _tuple(v)
 
     @field_validator("size")
     @classmethod
@@ -316,16 +331,6 @@ class Recipe(_Strict):
                                        "working directory, one holding it or the recipe, or a folder that is not an "
                                        "edgevision artifact.")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _source_defaults(cls, data: Any) -> Any:
-        model = data.get("model") if isinstance(data, dict) else None
-        if not isinstance(model, dict) or not str(model.get("source", "")).startswith(("ultralytics", "timm:")):
-            return data
-        from edgevision.models.external import fill_recipe
-
-        return fill_recipe(data)
-
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
         names = [t.variant for t in self.targets]
@@ -366,6 +371,15 @@ class Recipe(_Strict):
         return hashlib.sha256(blob).hexdigest()
 
 
+class _SourceDraft(Recipe):
+    """A recipe whose model source (ultralytics, timm) records what the recipe may leave out: every other
+    section is validated before the source is read (reading an Ultralytics checkpoint runs code, so
+    model.trust_checkpoint must be a validated bool first); input is checked once filled in."""
+
+    task: Optional[Task] = None  # type: ignore[assignment]
+    input: Optional[dict[str, Any]] = None  # type: ignore[assignment]
+
+
 def load_recipe(path: Union[str, Path]) -> Recipe:
     """Read and validate a recipe file; every problem raises RecipeError naming file and field."""
     path = Path(path)
@@ -376,8 +390,24 @@ def load_recipe(path: Union[str, Path]) -> Recipe:
 
 
 def parse_recipe(data: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Validate a recipe; for ultralytics / timm sources, fill what the recipe leaves out from what
+    the source records (models/external.fill_recipe), after everything else is valid."""
+    model = data.get("model") if isinstance(data, dict) else None
+    if isinstance(model, dict) and isinstance(model.get("source"), str) and model["source"].startswith(
+            ("ultralytics", "timm:")):
+        from edgevision.models.external import fill_recipe
+
+        draft = _validate(_SourceDraft, data, source)
+        try:
+            data = fill_recipe(data, draft.model, draft.task)
+        except ValueError as e:
+            raise RecipeError(f"{source}: task: {e}") from None
+    return _validate(Recipe, data, source)
+
+
+def _validate(kind: type[Recipe], data: Any, source: str) -> Recipe:
     try:
-        return Recipe.model_validate(data)
+        return kind.model_validate(data)
     except ValidationError as e:
         raise RecipeError(format_errors(Recipe, e.errors(), source)) from None
 

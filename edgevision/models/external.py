@@ -120,17 +120,16 @@ def _read_checkpoint(path: str, mtime: float) -> tuple[Any, dict[str, Any]]:
     return model, {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
 
 
-def _checkpoint(model: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    path = model.get("checkpoint")
-    if path is None:
+def _checkpoint(spec: Any) -> tuple[Any, dict[str, Any]]:
+    """The Ultralytics checkpoint of a validated model section (recipe.ModelSpec): read only with
+    trust_checkpoint True, a bool the recipe validated (never a string such as "false")."""
+    if spec.checkpoint is None:
         raise ModelSourceError("model.source 'ultralytics' needs model.checkpoint (a .pt file from Ultralytics "
                                "training), or use 'ultralytics:<model>.yaml' for an architecture with random weights")
-    if not isinstance(path, (str, Path)):
-        raise ModelSourceError(f"model.checkpoint: expected a file path, got {type(path).__name__}")
-    path = Path(path)
+    path = Path(spec.checkpoint)
     if not path.is_file():
         raise ModelSourceError(f"model.checkpoint: file not found: {path}")
-    if not model.get("trust_checkpoint"):
+    if spec.trust_checkpoint is not True:
         raise ModelSourceError(
             f"model.checkpoint {path}: an Ultralytics checkpoint is a pickle, and loading one runs code from the "
             "file. If you trust where it came from, set model.trust_checkpoint: true")
@@ -142,18 +141,29 @@ def _yaml_dict(config: str) -> dict[str, Any]:
     from ultralytics.nn.tasks import yaml_model_load
 
     try:
-        return yaml_model_load(config)
+        cfg = yaml_model_load(config)
     except Exception as e:  # file not found, YAML errors
         raise ModelSourceError(f"model.source 'ultralytics:{config}': cannot read the model YAML: "
                                f"{type(e).__name__}: {str(e).strip()[:300]}") from None
+    if not isinstance(cfg, dict) or not all(isinstance(cfg.get(k), list) for k in ("backbone", "head")):
+        raise ModelSourceError(f"model.source 'ultralytics:{config}': not an Ultralytics model YAML (it needs 'backbone' "
+                               "and 'head' lists of layers, as in yolov8n.yaml)")
+    return cfg
 
 
 def _task_of(model: Any, source: str) -> str:
     from ultralytics.nn.tasks import guess_model_task
 
-    task = getattr(model, "task", None) or guess_model_task(model)
+    try:
+        task = getattr(model, "task", None) or guess_model_task(model)
+    except Exception:  # Ultralytics raises or warns on heads it does not know
+        task = None
     if task not in ULTRALYTICS_TASKS:
-        raise ModelSourceError(f"model.source '{source}': an Ultralytics '{task}' model; edgevision compiles "
+        head = model.get("head", [[None]])[-1] if isinstance(model, dict) else getattr(model, "model", [None])[-1]
+        kind = f"an Ultralytics '{task}' model" if task else (
+            f"an Ultralytics model whose head ({head[2] if isinstance(head, list) and len(head) > 2 else type(head).__name__}) "
+            "edgevision does not know")
+        raise ModelSourceError(f"model.source '{source}': {kind}; edgevision compiles Ultralytics "
                                f"{', '.join(ULTRALYTICS_TASKS)} models")
     return ULTRALYTICS_TASKS[task]
 
@@ -165,7 +175,7 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
     if config is None:
         import copy
 
-        model = copy.deepcopy(_checkpoint(spec.model_dump())[0])  # the cached one stays as read
+        model = copy.deepcopy(_checkpoint(spec)[0])  # the cached one stays as read
     else:
         from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
 
@@ -186,10 +196,10 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
     return model.float().eval()
 
 
-def _ultralytics_defaults(model: dict[str, Any]) -> dict[str, Any]:
-    config = _yaml_of(model["source"])
+def _ultralytics_defaults(spec: Any) -> dict[str, Any]:
+    config = _yaml_of(spec.source)
     if config is None:
-        net, ckpt = _checkpoint(model)
+        net, ckpt = _checkpoint(spec)
         size = (ckpt.get("train_args") or {}).get("imgsz", 640)
         names = getattr(net, "names", None) or {}
         out: dict[str, Any] = {"labels": [str(names[i]) for i in sorted(names)]} if names else {}
@@ -202,35 +212,31 @@ def _ultralytics_defaults(model: dict[str, Any]) -> dict[str, Any]:
     size = [size, size] if isinstance(size, int) else list(size)
     out["input"] = {"size": size, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "rgb",
                     "resize": "letterbox", "pad_value": 114}
-    out["task"] = _task_of(net, model["source"])
+    out["task"] = _task_of(net, spec.source)
     return out
 
 
-def recipe_defaults(model: dict[str, Any]) -> dict[str, Any]:
-    """What the source records: {"input": {...}, "labels": [...] | "num_classes": n, "task": ...}
-    (only what it knows)."""
-    source = str(model.get("source", ""))
-    return _timm_defaults(source) if source.startswith(TIMM) else _ultralytics_defaults(model)
+def recipe_defaults(spec: Any) -> dict[str, Any]:
+    """What the source of a validated model section (recipe.ModelSpec) records: {"input": {...},
+    "labels": [...] | "num_classes": n, "task": ...} (only what it knows)."""
+    return _timm_defaults(spec.source) if spec.source.startswith(TIMM) else _ultralytics_defaults(spec)
 
 
-def fill_recipe(data: dict[str, Any]) -> dict[str, Any]:
-    """A raw recipe with what its ultralytics / timm source records filled in where the recipe is
-    silent (input, labels or num_classes, task); the recipe's own values win. Raises ValueError
-    (the recipe names the field) when its task contradicts the model's."""
-    model = data["model"]
-    if not is_external(str(model["source"])):
-        return data
-    if data.get("input") is not None and not isinstance(data["input"], dict):
-        return data  # validation says what is wrong with it
+def fill_recipe(data: dict[str, Any], spec: Any, task: Optional[str]) -> dict[str, Any]:
+    """A recipe (raw, every section but input already validated: `spec` is its model section, `task`
+    its task or None) with what its ultralytics / timm source records filled in where the recipe is
+    silent (input, labels or num_classes, task); the recipe's own values win. Raises ValueError when
+    its task contradicts the model's."""
+    if not is_external(spec.source) or (data.get("input") is not None and not isinstance(data["input"], dict)):
+        return data  # validation says what is wrong with the input
     given = data.get("input") or {}
-    known = ("size", "mean", "std") if model["source"].startswith(TIMM) else ("size", "mean", "std", "resize")
-    if all(k in given for k in known) and (model.get("labels") or model.get("num_classes")) and data.get("task"):
+    known = ("size", "mean", "std") if spec.source.startswith(TIMM) else ("size", "mean", "std", "resize")
+    if all(k in given for k in known) and spec.classes is not None and task is not None:
         return data  # complete (e.g. a manifest's recipe): the source is not read again
-    facts = recipe_defaults(model)
-    task = data.get("task", facts.get("task"))
-    if facts.get("task") not in (None, task):
-        raise ValueError(f"model.source '{model['source']}' is a {facts['task']} model; set task: {facts['task']}")
-    filled = {k: v for k, v in facts.items() if k in ("labels", "num_classes") and not model.get("labels")
-              and not model.get("num_classes")}
-    out = {**data, "model": {**model, **filled}, "input": {**facts.get("input", {}), **given}}
+    facts = recipe_defaults(spec)
+    if facts.get("task") not in (None, task) and task is not None:
+        raise ValueError(f"model.source '{spec.source}' is a {facts['task']} model; set task: {facts['task']}")
+    task = task or facts.get("task")
+    filled = {k: v for k, v in facts.items() if k in ("labels", "num_classes") and spec.classes is None}
+    out = {**data, "model": {**data["model"], **filled}, "input": {**facts.get("input", {}), **given}}
     return {**out, "task": task} if task is not None else out
