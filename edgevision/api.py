@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from edgevision import steps
-from edgevision.artifact import read_manifest
+from edgevision.artifact import is_artifact, read_manifest
 from edgevision.backends.base import BACKENDS, require
 from edgevision.data import open_dataset
 from edgevision.data.shapes import shapes_labels
 from edgevision.errors import EdgeVisionError, RecipeError, VerificationFailed
 from edgevision.recipe import Recipe, load_recipe
 from edgevision.reporting import Reporter
-from edgevision.staging import Staging, check_destination, is_artifact
+from edgevision.staging import Staging, check_destination
 from edgevision.verify.measure import measure
 
 

@@ -7,9 +7,10 @@ Layout:
     <output>/<backend>-<precision>/  one folder per variant, with variant.json: a variant folder
                                      can be copied to a device and loaded on its own.
 
-What is trusted: nothing in a variant folder is used before it is checked. variant.json carries
-the sha256 of its own content (so an edit is caught when the folder travels alone) and, inside
-its artifact, manifest.json's sha256 of it must match too; every file it names must be listed
+What is trusted: nothing in a variant folder is used before it is checked. manifest.json and every
+variant.json carry the sha256 of their own content (canonical JSON without that field), so an
+edit of either is caught (a digest, not a signature: it catches edits, not a forger who recomputes
+it); inside its artifact, manifest.json's sha256 of each variant.json must match too; every file it names must be listed
 with a sha256, lie inside the variant folder and not be a symbolic link. Stdlib only (runtime).
 """
 
@@ -91,6 +92,16 @@ def file_problems(root: Path, files: Any) -> List[str]:
     return problems
 
 
+def is_artifact(path: Path) -> bool:
+    """Whether `path` is a folder that edgevision wrote: its manifest.json names a schema version
+    and a list of variants (what `compile` may replace, and what the runtime never writes into)."""
+    try:
+        data = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "schema_version" in data and isinstance(data.get("variants"), list)
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
@@ -111,19 +122,37 @@ def read_json(path: Path, what: str) -> Dict[str, Any]:
 
 
 def read_manifest(root: Path) -> Manifest:
-    """manifest.json as a typed record, or a clear ArtifactError (missing, malformed, another schema)."""
+    """manifest.json as a typed record, or a clear ArtifactError (missing, malformed, edited, another schema)."""
     root = Path(root)
     if not root.is_dir():
         raise ArtifactError(f"artifact directory not found: {root}")
     path = root / MANIFEST
     try:
-        return Manifest.from_json(read_json(path, "artifact"))
+        return Manifest.from_json(_read_manifest_json(path))
     except (RecordError, TypeError, ValueError) as e:
         raise ArtifactError(f"{path}: malformed ({e}); rebuild the artifact") from None
 
 
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    body = json.loads(json.dumps(manifest.to_json()))
+    write_json(Path(root) / MANIFEST, {**body, "sha256": content_digest(body)})
+
+
+def manifest_digest_missing(root: Path) -> bool:
+    """Whether manifest.json predates content digests (older edgevision: loads, but inspect cannot vouch for it)."""
+    return "sha256" not in read_json(Path(root) / MANIFEST, "artifact")
+
+
+def _read_manifest_json(path: Path) -> Dict[str, Any]:
+    data = read_json(path, "artifact")
+    if "sha256" in data and data["sha256"] != content_digest(data):
+        raise ArtifactError(f"{path}: edited since it was written (its content does not match its sha256); "
+                            "rebuild the artifact with `edgevision compile`")
+    return data
+
+
 def content_digest(info: Dict[str, Any]) -> str:
-    """sha256 of a variant.json's content without its own "sha256" field (canonical JSON)."""
+    """sha256 of a manifest.json's or variant.json's content without its own "sha256" field (canonical JSON)."""
     body = {k: v for k, v in info.items() if k != "sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -174,7 +203,7 @@ def _manifest_entry(vdir: Path) -> Any:
     manifest = vdir.parent / MANIFEST
     if not manifest.is_file():
         return None  # a variant folder copied on its own
-    data = read_json(manifest, "artifact")
+    data = _read_manifest_json(manifest)
     entry = (data.get("files") or {}).get(f"{vdir.name}/{VARIANT}") if isinstance(data.get("files"), dict) else None
     return entry.get("sha256") if isinstance(entry, dict) else ""
 
@@ -205,6 +234,9 @@ def audit_artifact(root: Path) -> Tuple[List[str], List[str]]:
     manifest = read_manifest(root)
     listed = manifest.files
     problems = file_problems(root, listed)
+    if manifest_digest_missing(root):
+        problems.append(f"{MANIFEST} has no sha256 of its own content (written by an older edgevision), so an edit of it "
+                        "cannot be detected")
     notes = []
     for folder, dirs, names in os.walk(root):  # never follows a linked folder
         for name in sorted(dirs + names):

@@ -11,6 +11,8 @@ from typing import List, Optional
 import typer
 
 from edgevision.benchmark_options import QUICK, flag, help_text
+from edgevision.runtime.images import MAX_PIXELS
+from edgevision.tasks import DETECTION_TASKS
 
 state = {"debug": False}
 
@@ -99,28 +101,50 @@ def predict(
     top_k: int = typer.Option(5, help="Classification: classes to show."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="Detections: keep scores >= this."),
     classes: Optional[str] = typer.Option(None, help="Detections: keep these classes (names or ids, comma-separated)."),
-    save: Optional[Path] = typer.Option(None, help="Write overlay images into this folder."),
+    save: Optional[Path] = typer.Option(None, help="Write overlay images (NAME.overlay.png) into this folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --save: replace overlays edgevision wrote before."),
+    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", min=1, help="Refuse images larger than this many "
+                                   "pixels (decoding one costs 3 bytes a pixel)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per image."),
 ) -> None:
-    """Run a built artifact on images (no PyTorch needed)."""
+    """Run a built artifact on images (no PyTorch needed). Images are read one at a time; an unreadable
+    one gets a line on stderr and the others are still predicted (exit 1 at the end if any failed)."""
     import edgevision
     from edgevision.errors import InputError
-    from edgevision.runtime.results import Detections
 
     picked = _classes(classes)
     with edgevision.load(artifact, variant) as model:
-        results = model.predict([str(p) for p in images], top_k=top_k)
-        if min_score is not None or picked is not None:
-            if not all(isinstance(r, Detections) for r in results):
-                raise InputError(f"--min-score and --classes apply to detections; {model.name} is {model.task}")
-            results = [r.filter(min_score=min_score, classes=picked) for r in results]
-        for path, result in zip(images, results):
+        if (min_score is not None or picked is not None) and model.task not in DETECTION_TASKS:
+            raise InputError(f"--min-score and --classes apply to detections; {model.name} is {model.task}")
+        failed = 0
+        for path in images:
+            try:
+                result = model.predict(str(path), top_k=top_k, max_pixels=max_pixels)
+                if min_score is not None or picked is not None:
+                    result = result.filter(min_score=min_score, classes=picked)
+                overlay = _save_overlay(model, path, result, save, overwrite) if save is not None else None
+            except InputError as e:
+                failed += 1
+                print(f"error: {e}", file=sys.stderr)
+                continue
             print(json.dumps({"image": str(path), **result.to_dict()}) if as_json else f"{path}: {result}")
-            if save is not None:
-                from edgevision.runtime.annotate import save_overlay
-                from edgevision.runtime.images import to_rgb
+            if overlay is not None:
+                print(f"  overlay: {overlay}")
+    if failed:
+        raise InputError(f"{failed} of {len(images)} image(s) could not be predicted (see above)")
 
-                print(f"  overlay: {save_overlay(to_rgb(path), result, save / (path.stem + '.overlay.png'))}")
+
+def _save_overlay(model: object, path: Path, result: object, folder: Path, overwrite: bool) -> Path:
+    from edgevision.runtime.annotate import save_overlay
+    from edgevision.runtime.images import read_image
+    from edgevision.runtime.outputs import check_outputs, mark_written
+
+    target = folder / (path.stem + ".overlay.png")
+    folder.mkdir(parents=True, exist_ok=True)
+    check_outputs({"--save": [target]}, [path], overwrite)
+    save_overlay(read_image(path), result, target)  # type: ignore[arg-type]
+    mark_written(target)
+    return target
 
 @app.command()
 def run(
@@ -132,6 +156,8 @@ def run(
                                         "for several."),
     jsonl: Optional[Path] = typer.Option(None, help="JSON Lines: one line per frame (results in original pixels, "
                                          "COCO-style), then one with the statistics."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --save / --jsonl files that edgevision wrote "
+                                   "before (never anyone else's: they are marked, README 'Outputs')."),
     show: bool = typer.Option(False, "--show", help="Show the annotated frames in a window ('q' stops)."),
     drop: str = typer.Option("oldest", help="Live sources, when inference falls behind: drop the oldest buffered "
                              "frame, the newest, or none (wait). Files never drop."),
@@ -154,13 +180,18 @@ def run(
     picked = _classes(classes)
     _quiet_opencv()
     with edgevision.load(artifact, variant, threads=threads, streams=in_flight) as model:
-        stats = run_stream(model, list(source), save=save, jsonl=jsonl, show=show, drop=drop, buffer=buffer,
+        stats = run_stream(model, list(source), save=save, jsonl=jsonl, overwrite=overwrite, show=show, drop=drop, buffer=buffer,
                            in_flight=in_flight, track=track, min_score=min_score, classes=picked,
                            max_frames=max_frames, fps=fps, reconnect=reconnect, timeout=timeout,
                            on_event=lambda message: print(message, file=sys.stderr))
     _print_stream_stats(stats)
     if stats["interrupted"]:
-        raise typer.Exit(130)
+        raise typer.Exit(143 if stats["signal"] == "SIGTERM" else 130)
+    unreadable = sum(s["unreadable"] for s in stats["sources"])
+    if unreadable:  # every readable image was run; the exit says that some were not
+        from edgevision.errors import SourceError
+
+        raise SourceError(f"{unreadable} image file(s) could not be read and were skipped (see above)")
 
 calibration = typer.Typer(no_args_is_help=True, help="Calibration sets for INT8 (calibration/README.md).")
 app.add_typer(calibration, name="calibration")
@@ -246,7 +277,12 @@ def _classes(text: Optional[str]) -> Optional[list]:
 
 
 def _quiet_opencv() -> None:
-    """OpenCV's own warnings (e.g. at each reconnect attempt) repeat what `run` says more clearly."""
+    """OpenCV's and FFmpeg's own log lines (at each reconnect attempt, "[http @ 0x...] Stream ends
+    prematurely") repeat what `run` says more clearly. OpenCV reads OPENCV_FFMPEG_LOGLEVEL when its
+    FFmpeg backend starts (-8: AV_LOG_QUIET); a value the user set is kept."""
+    import os
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         import cv2
 
@@ -262,6 +298,6 @@ def _print_stream_stats(stats: dict) -> None:
           f"(wait {st['wait']['p50']}, pre {st['pre']['p50']}, infer {st['infer']['p50']}, post {st['post']['p50']} ms p50)")
     for s in stats["sources"]:
         print(f"  source {s['source']}: read {s['read']}, inferred {s['inferred']}, dropped {s['dropped']}, "
-              f"reconnects {s['reconnects']}")
+              f"reconnects {s['reconnects']}" + (f", unreadable {s['unreadable']} (skipped)" if s["unreadable"] else ""))
     for v in stats.get("videos", []):
         print(f"  video: {v['path']} ({v['frames']} frames)")

@@ -55,3 +55,11 @@ class VerificationFailed(EdgeVisionError):
 
 class SourceError(EdgeVisionError):
     """A video source (file, folder, camera, URL, GStreamer pipeline) cannot be opened or stopped delivering."""
+
+
+class OutputError(EdgeVisionError):
+    """An output file (`run --save/--jsonl`, `predict --save`) may not go where asked, or was not written whole."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (timeout, docker stop, systemd), handled as Ctrl-C: outputs finalised, exit 143."""

@@ -7,7 +7,6 @@ edgevision artifact (or an empty folder) is ever replaced (README, "The artifact
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -20,20 +19,10 @@ try:
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
-from edgevision.artifact import MANIFEST
+from edgevision.artifact import is_artifact
 from edgevision.errors import ArtifactError
 
 STALE_UNLOCKED_SECONDS = 3600  # a staging folder without a lock file (older versions) is stale after this
-
-
-def is_artifact(path: Path) -> bool:
-    """Whether `path` is a folder that edgevision wrote: its manifest.json names a schema version
-    and a list of variants (what `compile` may replace)."""
-    try:
-        data = json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "schema_version" in data and isinstance(data.get("variants"), list)
 
 
 def check_destination(dest: Path, protected: Sequence[Path] = (), field: str = "output") -> Path:

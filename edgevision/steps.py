@@ -14,7 +14,6 @@ staging folder (or writing <output>.failed) stays with api.compile.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -24,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgevision.artifact import MANIFEST, file_entries, sha256_file, write_json, write_variant
+from edgevision.artifact import file_entries, sha256_file, write_manifest, write_variant
 from edgevision.bench.advice import from_manifest as advice_from_manifest
 from edgevision.bench.machine import cpu_name, tool_versions
 from edgevision.builders import BuildContext, build_variant, open_runner
@@ -159,7 +158,7 @@ def write(job: Job, exported: Exported, checks: Checks, variants: List[VariantRe
         info = exported.info if limit is None else replace(exported.info, max_batch=min(exported.info.max_batch, limit))
         write_variant(root / v.name, info, v)
     manifest = replace(manifest, files=file_entries(root))
-    write_json(root / MANIFEST, json.loads(json.dumps(manifest.to_json())))
+    write_manifest(root, manifest)
     return manifest
 
 

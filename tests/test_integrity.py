@@ -99,3 +99,33 @@ def test_inspect_reports_extra_files_links_and_edited_variant_json(artifact: Pat
     for fragment in ("extra file openvino-fp32/extra.bin", "symbolic link onnxruntime-fp32/other.onnx",
                      "modified file openvino-bf16/variant.json", "openvino-bf16/variant.json: edited since"):
         assert fragment in bad.stderr, (fragment, bad.stderr)
+
+
+def test_a_forged_manifest_is_refused_by_inspect_and_load(artifact: Path) -> None:
+    """Issue 26, item 6: labels renamed and every mAP set to 0.99 used to pass inspect ("all files match")."""
+    path = artifact / "manifest.json"
+    original = path.read_text()
+    data = json.loads(original)
+    data["labels"] = ["cat", "dog", "cow", "pig"]
+    for v in data["variants"]:
+        v["accuracy"] = {**(v.get("accuracy") or {}), "miou": 0.99}
+    path.write_text(json.dumps(data, indent=2))
+    bad = _inspect(artifact)
+    assert bad.returncode == 1 and "manifest.json: edited since it was written" in bad.stderr, bad.stderr
+    assert "edited since it was written" in _load_error(artifact)
+    assert "edited since it was written" in _load_error(artifact / "onnxruntime-fp32")  # its manifest is read too
+    del data["sha256"]  # a forger who drops the digest: loads (as an older artifact would), inspect cannot vouch for it
+    path.write_text(json.dumps(data, indent=2))
+    no_digest = _inspect(artifact)
+    assert no_digest.returncode == 1 and "has no sha256 of its own content" in no_digest.stderr, no_digest.stderr
+    path.write_text(original)
+    assert _inspect(artifact).returncode == 0
+
+
+def test_a_variant_folder_linked_from_inside_an_artifact_is_refused(artifact: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(artifact / "onnxruntime-fp32", copy)
+    shutil.rmtree(artifact / "onnxruntime-fp32")
+    (artifact / "onnxruntime-fp32").symlink_to(copy)
+    assert "is a symbolic link" in _load_error(artifact / "onnxruntime-fp32")
+    assert "is a symbolic link" in _load_error(artifact, variant="onnxruntime-fp32")

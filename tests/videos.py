@@ -57,8 +57,11 @@ def jpeg_frames(count: int, size: tuple[int, int] = (240, 320), seed: int = 11) 
 
 
 class MjpegServer:
-    def __init__(self, fps: float = 60.0, frames: Optional[List[bytes]] = None) -> None:
-        self.fps, self.frames = fps, frames or jpeg_frames(16)
+    """per_connection: end each response cleanly after that many frames (a flaky camera or relay)."""
+
+    def __init__(self, fps: float = 60.0, frames: Optional[List[bytes]] = None,
+                 per_connection: Optional[int] = None) -> None:
+        self.fps, self.frames, self.per_connection = fps, frames or jpeg_frames(16), per_connection
         self.port = 0
         self.sent = 0
         self._server: Optional[ThreadingHTTPServer] = None
@@ -97,7 +100,7 @@ class MjpegServer:
         period, i = 1.0 / self.fps, 0
         next_at = time.perf_counter()
         try:
-            while self._running.is_set():
+            while self._running.is_set() and (self.per_connection is None or i < self.per_connection):
                 data = self.frames[i % len(self.frames)]
                 out.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data) + data + b"\r\n")
                 out.flush()

@@ -2,10 +2,19 @@
 
 Grayscale, RGBA and 16-bit inputs are converted, never crashed on. Files are decoded with Pillow
 when installed, else OpenCV. numpy only otherwise; runs on Python 3.10.
+
+A file is refused before it is decoded when its header declares more than `max_pixels` pixels
+(default MAX_PIXELS, 64 megapixels: decoding costs 3 bytes a pixel, so a 100 KB PNG that declares
+12000x8000 would take 288 MB and more in conversions). Raise it per call (`predict(...,
+max_pixels=N)`, `edgevision predict --max-pixels N`). Pillow reads the header first; with only
+OpenCV, the image is decoded under OpenCV's own limit (2^30 pixels) and then checked.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import warnings
 from pathlib import Path
 from typing import Any, Union
 
@@ -14,12 +23,14 @@ import numpy as np
 from edgevision.errors import InputError
 
 ImageLike = Union[str, Path, np.ndarray, Any]  # Any: PIL.Image.Image
+MAX_PIXELS = 64_000_000
+IMAGE_FILES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")  # what folders of images hold
 
 
-def to_rgb(image: ImageLike, channel_order: str = "rgb") -> np.ndarray:
+def to_rgb(image: ImageLike, channel_order: str = "rgb", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Return HxWx3 uint8 RGB. `channel_order` describes numpy input ('bgr' as OpenCV gives)."""
     if isinstance(image, (str, Path)):
-        return read_image(Path(image))
+        return read_image(Path(image), max_pixels)
     if isinstance(image, np.ndarray):
         return array_to_rgb(image, channel_order)
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL image, without importing PIL
@@ -30,21 +41,55 @@ def to_rgb(image: ImageLike, channel_order: str = "rgb") -> np.ndarray:
     )
 
 
-def read_image(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise InputError(f"image not found: {path}")
-    if not path.is_file():
-        raise InputError(f"not a file: {path}")
+def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A file's pixels as HxWx3 uint8 RGB (EXIF orientation applied), or an InputError that says why not."""
+    _check_file(path)
     try:
         from PIL import Image, ImageOps
     except ImportError:
-        return _read_with_cv2(path)
+        return _checked_size(_read_with_cv2(path), path, max_pixels)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return pil_to_rgb(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is ours
+            with Image.open(path) as img:
+                _check_pixels(img.width, img.height, path, max_pixels)
+                return pil_to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError:  # over Pillow's own hard limit (2 x MAX_IMAGE_PIXELS), checked at open
+        hard = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise InputError(f"{path}: declares more than {hard:.0f} megapixels (Pillow's hard limit), over the limit of "
+                         f"{min(max_pixels / 1e6, hard):g} (max_pixels); refused before decoding") from None
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise InputError(f"not a readable image file: {path} ({e.__class__.__name__})") from None
+
+
+def _check_file(path: Path) -> None:
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"cannot read {path}: a loop of symbolic links") from None
+        if os.path.islink(path):
+            raise InputError(f"cannot read {path}: a symbolic link to {os.readlink(path)}, which does not exist") from None
+        if e.errno == errno.EACCES:
+            raise InputError(f"cannot read {path}: permission denied") from None
+        raise InputError(f"image not found: {path}") from None
+    if not path.is_file():
+        raise InputError(f"not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read {path}: permission denied")
+
+
+def _check_pixels(width: int, height: int, path: Path, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+                         f"{max_pixels / 1e6:g} (max_pixels); pass a larger max_pixels (--max-pixels) if it is meant")
+
+
+def _checked_size(rgb: np.ndarray, path: Path, max_pixels: int) -> np.ndarray:
+    _check_pixels(rgb.shape[1], rgb.shape[0], path, max_pixels)
+    return rgb
 
 
 def _read_with_cv2(path: Path) -> np.ndarray:
@@ -52,7 +97,10 @@ def _read_with_cv2(path: Path) -> np.ndarray:
         import cv2
     except ImportError:
         raise InputError("reading image files needs Pillow or OpenCV: pip install pillow") from None
-    data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    try:
+        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # e.g. over OpenCV's pixel limit: its assertion text helps nobody
+        data = None
     if data is None:
         raise InputError(f"not a readable image file: {path}")
     if data.ndim == 3 and data.shape[2] == 4:

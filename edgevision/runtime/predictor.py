@@ -5,6 +5,7 @@ Runs on Python 3.10 (JetPack 6) with numpy and one backend package.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -14,7 +15,7 @@ from edgevision.artifact import VARIANT, inside, read_manifest, read_variant, ve
 from edgevision.backends.base import Runner, create_runner
 from edgevision.errors import ArtifactError, BackendNotInstalled, InputError
 from edgevision.runtime import postprocess
-from edgevision.runtime.images import ImageLike, to_rgb
+from edgevision.runtime.images import MAX_PIXELS, ImageLike, to_rgb
 from edgevision.records import ModelInfo, VariantRecord
 from edgevision.runtime.preprocess import Transform, preprocess
 from edgevision.runtime.proposals import PROPOSALS, proposal_batch
@@ -48,6 +49,7 @@ class Predictor:
         self.input_name: str = info.input_name
         self.max_batch: int = info.max_batch
         self.max_proposals: Optional[int] = info.proposals  # external-proposal artifacts
+        self.closed = False
         if self.task not in TASKS:
             raise ArtifactError(f"task '{self.task}' is not supported by this runtime version")
 
@@ -63,6 +65,7 @@ class Predictor:
         top_k: int = 5,
         scores: bool = False,
         proposals: Any = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> Union[Result, List[Result]]:
         """Run the model on one image or a list of them.
 
@@ -72,7 +75,9 @@ class Predictor:
         proposals (external-proposal artifacts): boxes [N,4] xyxy in original image pixels, one
         array per image for a list; out-of-image coordinates are clipped, an empty array gives
         no detections; None: a fixed multi-scale grid of boxes.
+        max_pixels: image files declaring more pixels are refused before they are decoded (images.py).
         """
+        self._check_open()
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         if not items:
@@ -85,7 +90,7 @@ class Predictor:
         # BGR arrays (OpenCV frames) stay BGR: the pre-processing reads their planes in that order, so
         # the channel flip costs no copy (a 640x480 flip is about 1 ms, a fifth of a small detector)
         bgr = channel_order == "bgr" and all(isinstance(im, np.ndarray) for im in items)
-        pixels = [to_rgb(im, "rgb" if bgr else channel_order) for im in items]  # "rgb": as given, no flip
+        pixels = [to_rgb(im, "rgb" if bgr else channel_order, max_pixels) for im in items]  # "rgb": as given, no flip
         results: List[Result] = []
         for start in range(0, len(pixels), self.max_batch):
             part = None if per_image is None else per_image[start : start + self.max_batch]
@@ -122,17 +127,26 @@ class Predictor:
 
         options (runtime/stream.py's Stream): drop ('oldest' | 'newest' | 'none', live sources only;
         files never drop), buffer (frames per source), in_flight (frames in the engine at once),
-        track, min_score, classes, top_k, reconnect (attempts), backoff and timeout (seconds),
+        track, min_score, classes, top_k, reconnect (attempts in a row, and at most that many reconnects
+        within reconnect_window seconds, default 60), backoff and timeout (seconds),
         fps (for image folders), max_frames (per source), draw (frame.overlay: the result drawn),
         on_result, on_event (status messages).
         """
         from edgevision.runtime.stream import Stream
 
+        self._check_open()
         sources = list(source) if isinstance(source, (list, tuple)) else [source]
         return Stream(self, sources, **options)
 
     def close(self) -> None:
-        self.runner.close()
+        """Release the engine; predict() and stream() then raise "predictor is closed" (every backend)."""
+        if not self.closed:
+            self.closed = True
+            self.runner.close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InputError(f"predictor {self.name} is closed; open the artifact again with edgevision.load()")
 
     def __enter__(self) -> "Predictor":
         return self
@@ -163,6 +177,9 @@ def load(
     verify: check the sha256 of every model file against variant.json first.
     """
     path = Path(path)
+    if path.is_symlink() and (path.parent / "manifest.json").is_file():
+        raise ArtifactError(f"{path}: is a symbolic link (to {os.readlink(path)}) inside an artifact; an artifact holds "
+                            "its own variant folders: load the folder itself, or rebuild the artifact")
     if (path / VARIANT).is_file():
         if variant is not None and variant != path.name:
             raise ArtifactError(f"{path} is the variant '{path.name}'; do not also ask for variant '{variant}'")

@@ -21,10 +21,10 @@ from typing import Callable, Deque, List, Optional, Tuple, Union
 
 import numpy as np
 
-from edgevision.errors import SourceError
+from edgevision.errors import InputError, SourceError
+from edgevision.runtime.images import IMAGE_FILES, MAX_PIXELS, read_image
 from edgevision.runtime.preprocess import opencv
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 DROP_POLICIES = ("oldest", "newest", "none")
 SourceLike = Union[str, int, Path]
@@ -100,26 +100,29 @@ class _Video:
 
 
 class _Folder:
-    """Image files of a folder in name order, decoded by OpenCV."""
+    """Image files of a folder in name order (images.IMAGE_FILES), decoded as predict() decodes a file
+    (EXIF orientation, the max_pixels limit), as BGR. An unreadable file is skipped with a message
+    and counted (`unreadable`); the run goes on with the next one."""
 
-    def __init__(self, spec: SourceSpec, fps: float) -> None:
-        self.spec = spec
-        self.files = sorted(p for p in Path(spec.text).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    def __init__(self, spec: SourceSpec, fps: float, on_event: Event) -> None:
+        self.spec, self.on_event = spec, on_event
+        self.files = sorted(p for p in Path(spec.text).iterdir() if p.suffix.lower() in IMAGE_FILES and p.is_file())
         if not self.files:
-            raise SourceError(f"source {spec.text!r}: the folder has no image files ({', '.join(IMAGE_SUFFIXES)})")
+            raise SourceError(f"source {spec.text!r}: the folder has no image files ({', '.join(IMAGE_FILES)})")
         self.fps = fps
+        self.unreadable = 0
         self._next = 0
 
     def read(self) -> Optional[Tuple[np.ndarray, Optional[float]]]:
-        if self._next >= len(self.files):
-            return None
-        path = self.files[self._next]
-        image = opencv().imread(str(path), 1)  # IMREAD_COLOR: 3-channel BGR, EXIF orientation applied
-        if image is None:
-            raise SourceError(f"source {self.spec.text!r}: cannot decode {path.name}; remove or replace the file")
-        stamp = self._next / self.fps
-        self._next += 1
-        return image, stamp
+        while self._next < len(self.files):
+            path, stamp = self.files[self._next], self._next / self.fps
+            self._next += 1
+            try:
+                return np.ascontiguousarray(read_image(path, MAX_PIXELS)[..., ::-1]), stamp
+            except InputError as e:
+                self.unreadable += 1
+                self.on_event(f"source {self.spec.text!r}: skipped {path.name}: {e}")
+        return None
 
     def close(self) -> None:
         self._next = len(self.files)
@@ -135,8 +138,8 @@ def _cannot_open(spec: SourceSpec) -> str:
     return f"cannot open source {spec.label!r}: {hints[spec.kind]}"
 
 
-def open_reader(spec: SourceSpec, timeout: float, fps: float) -> Union[_Video, _Folder]:
-    return _Folder(spec, fps) if spec.kind == "folder" else _Video(spec, timeout)
+def open_reader(spec: SourceSpec, timeout: float, fps: float, on_event: Event) -> Union[_Video, _Folder]:
+    return _Folder(spec, fps, on_event) if spec.kind == "folder" else _Video(spec, timeout)
 
 
 @dataclass
@@ -153,17 +156,19 @@ class Capture:
     def __init__(self, number: int, source: SourceLike, ready: threading.Condition, stop: threading.Event, *,
                  drop: str = "oldest", buffer: int = 4, reconnect: int = 5, backoff: float = 0.5,
                  timeout: float = 10.0, fps: float = 30.0, limit: Optional[int] = None,
-                 on_event: Optional[Event] = None) -> None:
+                 reconnect_window: float = 60.0, on_event: Optional[Event] = None) -> None:
         if drop not in DROP_POLICIES:
             raise SourceError(f"drop policy {drop!r}: use one of {', '.join(DROP_POLICIES)}")
-        if buffer < 1 or reconnect < 0 or backoff < 0 or timeout <= 0:
-            raise SourceError("buffer must be >= 1, reconnect and backoff >= 0, timeout > 0")
+        if buffer < 1 or reconnect < 0 or backoff < 0 or timeout <= 0 or reconnect_window <= 0:
+            raise SourceError("buffer must be >= 1, reconnect and backoff >= 0, timeout and reconnect_window > 0")
         self.number, self.spec = number, describe(source)
         self.drop = drop if self.spec.live else "none"  # files and folders never drop
         self.buffer, self.reconnect, self.backoff, self.timeout = buffer, reconnect, backoff, timeout
         self.limit = limit  # frames to read at most (None: to the end)
         self.ready, self.stop, self.on_event = ready, stop, on_event or (lambda message: None)
-        self.reader = open_reader(self.spec, timeout, fps)
+        self.window = reconnect_window  # at most `reconnect` reconnects within any window of this many seconds
+        self._reconnected: Deque[float] = deque()
+        self.reader = open_reader(self.spec, timeout, fps, self.on_event)
         self.fps = self.reader.fps or fps
         self.frames: Deque[Captured] = deque()
         self.read = self.dropped = self.reconnects = 0
@@ -230,27 +235,37 @@ class Capture:
             self.ready.notify_all()
 
     def _reconnect(self, failures: int) -> None:
-        """After a failed read of a live source: wait, reopen; fail once `reconnect` attempts in a row failed."""
+        """After a failed read of a live source: wait, reopen; fail once `reconnect` attempts in a row
+        failed, or once it took `reconnect` reconnects within `reconnect_window` seconds (a source that
+        ends or stalls after every few frames would otherwise be reconnected forever)."""
         self.reader.close()
         if failures > self.reconnect:
             raise SourceError(f"source {self.spec.label!r} stopped delivering frames; {self.reconnect} reconnect attempts "
                               f"failed (timeout {self.timeout:g} s each, back-off from {self.backoff:g} s); check that it is up")
+        now = time.monotonic()
+        while self._reconnected and now - self._reconnected[0] > self.window:
+            self._reconnected.popleft()
+        if len(self._reconnected) >= max(self.reconnect, 1):
+            raise SourceError(f"source {self.spec.label!r} keeps dropping: {len(self._reconnected)} reconnects within "
+                              f"{self.window:g} s (at most {self.reconnect}); check the stream's server or network")
         delay = min(self.backoff * 2 ** (failures - 1), 10.0)
         self.on_event(f"source {self.spec.label!r}: no frames; reconnecting in {delay:.1f} s "
                       f"(attempt {failures}/{self.reconnect})")
         if self.stop.wait(delay):
             return
         try:
-            self.reader = open_reader(self.spec, self.timeout, self.fps)
+            self.reader = open_reader(self.spec, self.timeout, self.fps, self.on_event)
         except SourceError:
             self.reader = _Closed()
             return
         self.reconnects += 1
+        self._reconnected.append(time.monotonic())
         self.on_event(f"source {self.spec.label!r}: reconnected")
 
     def counts(self) -> dict:
         return {"source": self.spec.text, "kind": self.spec.kind, "live": self.spec.live, "read": self.read,
-                "dropped": self.dropped, "reconnects": self.reconnects}
+                "dropped": self.dropped, "reconnects": self.reconnects,
+                "unreadable": getattr(self.reader, "unreadable", 0)}
 
 
 class _Closed:

@@ -67,7 +67,7 @@ class Stream:
                  in_flight: int = 2, track: bool = False, min_score: Optional[float] = None,
                  classes: Optional[List[Union[int, str]]] = None, top_k: int = 5, reconnect: int = 5,
                  backoff: float = 0.5, timeout: float = 10.0, fps: float = 30.0, max_frames: Optional[int] = None,
-                 draw: bool = False, on_result: Optional[Callable[[Frame], None]] = None,
+                 reconnect_window: float = 60.0, draw: bool = False, on_result: Optional[Callable[[Frame], None]] = None,
                  on_event: Optional[Event] = None) -> None:
         if not sources:
             raise SourceError("stream: give at least one source")
@@ -84,7 +84,7 @@ class Stream:
         self._ready, self._stop = threading.Condition(), threading.Event()
         self.captures: List[Capture] = open_captures(
             list(sources), self._ready, self._stop, drop=drop, buffer=buffer, reconnect=reconnect, backoff=backoff,
-            timeout=timeout, fps=fps, limit=max_frames, on_event=on_event)
+            timeout=timeout, fps=fps, limit=max_frames, reconnect_window=reconnect_window, on_event=on_event)
         self.batch = max(1, min(predictor.max_batch, len(self.captures)))
         self._trackers = [Tracker(c.fps) for c in self.captures] if track else None
         self._pending: "queue.Queue[Any]" = queue.Queue(maxsize=in_flight)
