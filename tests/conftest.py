@@ -192,6 +192,14 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subproce
     return workdir, subprocess.run(readme_command(), cwd=workdir, capture_output=True, text=True, timeout=1200)
 
 
+@pytest.fixture(scope="session")
+def detector(quickstart) -> Path:  # noqa: ANN001
+    """The quickstart artifact (build/quickstart of the README's main command), for the video and CLI tests."""
+    workdir, first = quickstart
+    assert first.returncode == 0, first.stderr[-2000:]
+    return workdir / "build" / "quickstart"
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -21,13 +21,6 @@ from edgevision.runtime.images import read_image
 from videos import MjpegServer, jpeg_frames, shapes_frames
 
 
-@pytest.fixture(scope="module")
-def detector(quickstart) -> Path:  # noqa: ANN001
-    workdir, first = quickstart
-    assert first.returncode == 0, first.stderr[-2000:]
-    return workdir / "build" / "quickstart"
-
-
 def png_declaring(path: Path, width: int, height: int) -> Path:
     """A small PNG whose header declares width x height (grey, 8-bit): a decompression bomb, a few KB of
     zlib stream that inflates to width x height bytes of zeros (only its first rows are stored)."""

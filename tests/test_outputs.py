@@ -1,7 +1,7 @@
 """Nothing of the user's is lost to `edgevision run` / `predict --save` (issue 26, items 2-7), on real
 files, real processes, real signals and a real full filesystem (a small tmpfs, where one can be mounted).
 
-The detector is the README's quickstart (conftest.quickstart), the clip 12 shapes frames."""
+The detector is the README's quickstart (conftest.detector), the clip 12 shapes frames."""
 
 from __future__ import annotations
 
@@ -26,13 +26,6 @@ from edgevision.runtime.video import VideoSink, partial_path
 from videos import decoded, shapes_frames, write_clip
 
 N = 12
-
-
-@pytest.fixture(scope="module")
-def detector(quickstart) -> Path:  # noqa: ANN001
-    workdir, first = quickstart
-    assert first.returncode == 0, first.stderr[-2000:]
-    return workdir / "build" / "quickstart"
 
 
 @pytest.fixture(scope="module")

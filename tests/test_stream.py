@@ -24,13 +24,6 @@ N = 24
 
 
 @pytest.fixture(scope="module")
-def detector(quickstart) -> Path:  # noqa: ANN001
-    workdir, first = quickstart
-    assert first.returncode == 0, first.stderr[-2000:]
-    return workdir / "build" / "quickstart"
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", shapes_frames(N))
 
