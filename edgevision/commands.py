@@ -122,7 +122,7 @@ def predict(
                 result = model.predict(str(path), top_k=top_k, max_pixels=max_pixels)
                 if min_score is not None or picked is not None:
                     result = result.filter(min_score=min_score, classes=picked)
-                overlay = _save_overlay(model, path, result, save, overwrite) if save is not None else None
+                overlay = _save_overlay(path, result, save, overwrite, max_pixels) if save is not None else None
             except InputError as e:
                 failed += 1
                 print(f"error: {e}", file=sys.stderr)
@@ -134,15 +134,18 @@ def predict(
         raise InputError(f"{failed} of {len(images)} image(s) could not be predicted (see above)")
 
 
-def _save_overlay(model: object, path: Path, result: object, folder: Path, overwrite: bool) -> Path:
+def _save_overlay(path: Path, result: object, folder: Path, overwrite: bool, max_pixels: int) -> Path:
     from edgevision.runtime.annotate import save_overlay
     from edgevision.runtime.images import read_image
-    from edgevision.runtime.outputs import check_outputs, mark_written
+    from edgevision.runtime.outputs import check_outputs, mark_written, write_error
 
     target = folder / (path.stem + ".overlay.png")
+    check_outputs({"--save": [target]}, [path], overwrite, new_folder=True)  # before the folder is made
     folder.mkdir(parents=True, exist_ok=True)
-    check_outputs({"--save": [target]}, [path], overwrite)
-    save_overlay(read_image(path), result, target)  # type: ignore[arg-type]
+    try:
+        save_overlay(read_image(path, max_pixels), result, target)  # type: ignore[arg-type]
+    except OSError as e:
+        raise write_error("--save", target, e) from None
     mark_written(target)
     return target
 

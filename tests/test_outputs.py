@@ -86,12 +86,18 @@ def test_an_output_is_never_a_source(detector: Path, clip: Path, tmp_path: Path)
     assert source.read_bytes() == original and not (tmp_path / "same.mp4").exists()
 
 
-def test_nothing_is_written_inside_an_artifact(detector: Path, clip: Path) -> None:
+def test_nothing_is_written_inside_an_artifact(detector: Path, clip: Path, tmp_path: Path) -> None:
     files = {p: p.read_bytes() for p in [detector / "manifest.json", detector / "onnxruntime-fp32" / "variant.json",
                                          detector / "onnxruntime-fp32" / "model.onnx"]}
     for option, target in [("--jsonl", detector / "manifest.json"), ("--jsonl", detector / "onnxruntime-fp32" / "variant.json"),
                            ("--save", detector / "x.mp4"), ("--jsonl", detector / "onnxruntime-fp32" / "new.jsonl")]:
         _refused(_run(detector, "-s", str(clip), option, str(target), "--overwrite"), "lies inside the edgevision artifact")
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), shapes_frames(1)[0])
+    predict = subprocess.run([sys.executable, "-m", "edgevision", "predict", str(detector / "onnxruntime-fp32"), str(image),
+                              "--save", str(detector / "overlays")], capture_output=True, text=True, timeout=300)
+    _refused(predict, "lies inside the edgevision artifact")
+    assert not (detector / "overlays").exists()  # refused before the folder was made
     assert all(p.read_bytes() == data for p, data in files.items()) and not (detector / "x.mp4").exists()
     inspect = subprocess.run([sys.executable, "-m", "edgevision", "inspect", str(detector)], capture_output=True, text=True,
                              timeout=300)

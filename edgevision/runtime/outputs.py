@@ -46,8 +46,10 @@ def written_by_edgevision(path: Path) -> bool:
             and mark.get("mtime_ns") == info.st_mtime_ns)
 
 
-def check_outputs(outputs: Dict[str, Sequence[Path]], sources: Iterable[object] = (), overwrite: bool = False) -> None:
-    """Refuse any output path of `outputs` (option -> paths) that may not be written (module doc)."""
+def check_outputs(outputs: Dict[str, Sequence[Path]], sources: Iterable[object] = (), overwrite: bool = False,
+                  new_folder: bool = False) -> None:
+    """Refuse any output path of `outputs` (option -> paths) that may not be written (module doc).
+    new_folder: the caller creates a missing folder (after this check, so never inside an artifact)."""
     seen: Dict[Path, str] = {}
     readable = [Path(str(s)) for s in sources if isinstance(s, (str, Path)) and os.path.lexists(str(s))]
     for option, paths in outputs.items():
@@ -56,13 +58,13 @@ def check_outputs(outputs: Dict[str, Sequence[Path]], sources: Iterable[object] 
             if real in seen:
                 raise OutputError(f"{option} {path}: is also the {seen[real]} output; give each output its own file")
             seen[real] = option
-            _check_one(option, Path(path), real, readable, overwrite)
+            _check_one(option, Path(path), real, readable, overwrite, new_folder)
 
 
-def _check_one(option: str, path: Path, real: Path, sources: List[Path], overwrite: bool) -> None:
+def _check_one(option: str, path: Path, real: Path, sources: List[Path], overwrite: bool, new_folder: bool) -> None:
     if path.is_dir():
         raise OutputError(f"{option} {path}: is a folder; give a file name")
-    if not real.parent.is_dir():
+    if not new_folder and not real.parent.is_dir():
         raise OutputError(f"{option} {path}: its folder {path.parent} does not exist")
     for source in sources:
         if _same(path, source) or real == _real(source):
