@@ -153,13 +153,15 @@ class TargetSpec(_Strict):
     def _supported(self) -> "TargetSpec":
         info = BACKENDS[self.backend]
         if self.precision not in info.precisions:
+            why = info.refusal(self.precision)
             raise ValueError(
-                f"backend '{self.backend}' does not build precision '{self.precision}' yet "
-                f"(supported: {', '.join(info.precisions)})"
+                f"backend '{self.backend}' does not build precision '{self.precision}' "
+                + (f"({why}; it builds {', '.join(info.precisions)})" if why else f"yet (supported: {', '.join(info.precisions)})")
             )
         if re.split(r"[:.]", self.device.lower())[0] not in info.devices:  # cuda:1, GPU.0
+            cuda = "; cuda:N picks a GPU" if "cuda" in info.devices else ""
             raise ValueError(f"backend '{self.backend}' has no device '{self.device}' (its devices: "
-                             f"{', '.join(info.devices)}; cuda:N picks a GPU)")
+                             f"{', '.join(info.devices)}{cuda})")
         problem = unknown_options(self.backend, self.options)  # before any training or export
         if problem:
             raise ValueError(problem)
@@ -306,6 +308,11 @@ class Recipe(_Strict):
         if any(t.precision == "int8" for t in self.targets) and self.calibration is None and self.data.train is None:
             raise ValueError("calibration: int8 targets need calibration images; add a 'calibration' section "
                              "(see calibration/README.md) or data.train")
+        for i, target in enumerate(self.targets):
+            info = BACKENDS[target.backend]
+            if info.tasks is not None and self.task not in info.tasks:
+                why = info.refusal(self.task) or f"it carries {', '.join(info.tasks)}"
+                raise ValueError(f"targets[{i}]: backend '{target.backend}' cannot carry task '{self.task}': {why}")
         if self.export.proposals is not None and self.task != "detection":
             raise ValueError(f"export.proposals: external-proposal mode is for task detection, not '{self.task}'")
         if self.export.proposals is not None and any(t.precision == "int8" for t in self.targets):

@@ -23,6 +23,19 @@ Quiet = SilentReporter  # the tests' name for it
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# pytest-xdist (pyproject's addopts: -n 2 --dist loadgroup) builds session and module fixtures once per worker.
+# The tests that use one of these expensive session fixtures (the README's quickstart trains for minutes; the
+# R-CNN artifacts) all go to one worker, so each is built once; every other test goes with its module, so a
+# module's own fixtures are built once too.
+SHARED_FIXTURES = ("quickstart", "detector", "maskrcnn_artifact", "keypointrcnn_artifact")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        shared = any(name in SHARED_FIXTURES for name in getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("shared-artifacts" if shared else item.module.__name__))
+
+
 def openvino_runs_bf16() -> bool:
     """Whether OpenVINO's CPU plugin has bf16 kernels here (AVX-512 BF16 or AMX; older CPUs run an
     f32 fallback when bf16 is asked for). Hosts differ: an Intel Xeon with AMX, an AMD EPYC without."""
@@ -170,7 +183,14 @@ def unet_artifact(compiled):  # noqa: ANN001, ANN201
     return compiled("unet", "segmentation", "unet", 64, model={"kwargs": {"width": 4, "depth": 3}},
                     export={"argmax": True},
                     targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
-                             {"backend": "openvino", "precision": "bf16"}])
+                             {"backend": "openvino", "precision": "bf16"}, {"backend": "ncnn", "precision": "fp32"}])
+
+
+@pytest.fixture(scope="session")
+def classifier_artifact(compiled):  # noqa: ANN001, ANN201
+    return compiled("mnv3_backends", "classification", "mobilenet_v3_small", 64,
+                    targets=[{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "openvino", "precision": "fp32"},
+                             {"backend": "ncnn", "precision": "fp32"}, {"backend": "ncnn", "precision": "fp16"}])
 
 
 def readme_command() -> list[str]:

@@ -26,7 +26,7 @@ def _check_passed(manifest: dict, names: list[str]) -> None:
 
 def test_unet_segmentation_artifact(unet_artifact) -> None:  # noqa: ANN001
     manifest, root = unet_artifact
-    _check_passed(manifest, ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16"])
+    _check_passed(manifest, ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "ncnn-fp32"])
     fp32 = {v["name"]: v for v in manifest["variants"]}
     for name in ("onnxruntime-fp32", "openvino-fp32"):
         p = fp32[name]["parity"]

@@ -30,6 +30,12 @@ class Backend:
     builder: str  # module with `build(onnx_path, out_dir, precision, device, options, BuildContext)` (edgevision.builders.*)
     emulation: Optional[str] = None  # builder function that verifies a variant on CPU where its engine cannot run
     emulation_package: Optional[str] = None  # the package the emulation needs
+    tasks: Optional[Tuple[str, ...]] = None  # the tasks it can carry (None: every task); refused at recipe load
+    refusals: Tuple[Tuple[str, str], ...] = ()  # (precision or task, why this backend does not build it)
+
+    def refusal(self, what: str) -> str:
+        """Why a precision or task is not built, when the table says; else an empty string."""
+        return dict(self.refusals).get(what, "")
 
 
 BACKENDS: Dict[str, Backend] = {b.name: b for b in (
@@ -41,6 +47,14 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
     Backend("tensorrt", "tensorrt", "tensorrt", ("fp32", "fp16", "int8"), ("cuda", "gpu", "dla"),
             ("nms", "workspace_mb", "optimization_level", "max_batch"), "edgevision.backends.tensorrt",
             "edgevision.builders.tensorrt", emulation="emulation_runner", emulation_package="onnxruntime"),
+    Backend("ncnn", "ncnn", "ncnn", ("fp32", "fp16"), ("cpu",), (), "edgevision.backends.ncnn", "edgevision.builders.ncnn",
+            tasks=("classification", "segmentation", "detection"), refusals=(
+                ("int8", "ncnn's INT8 needs its ncnn2table / ncnn2int8 tools, which no registry package ships; use "
+                         "onnxruntime or openvino int8"),
+                ("instance_segmentation", "Mask R-CNN needs an in-graph NMS and multi-level RoI Align between its "
+                                          "stages, which ncnn has no layers for"),
+                ("keypoints", "Keypoint R-CNN needs an in-graph NMS and multi-level RoI Align between its stages, "
+                              "which ncnn has no layers for"))),
 )}
 
 

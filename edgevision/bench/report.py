@@ -85,7 +85,8 @@ def _md_table(header: List[str], rows: List[List[str]]) -> str:
 
 def _machine_line(report: Dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
-    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v and k in ("torch", "onnxruntime", "openvino", "tensorrt"))
+    engines = ("torch", "onnxruntime", "openvino", "tensorrt", "ncnn")
+    libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v and k in engines)
     return (f"{m['cpu']}, {m['cores']} cores, {s['threads']} threads for every model; ISA: {' '.join(m['isa']) or '-'}; "
             f"{m['platform']}; {libs}")
 
