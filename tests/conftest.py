@@ -30,10 +30,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = ("quickstart", "detector", "maskrcnn_artifact", "keypointrcnn_artifact")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids it schedules by
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         shared = any(name in SHARED_FIXTURES for name in getattr(item, "fixturenames", ()))
         item.add_marker(pytest.mark.xdist_group("shared-artifacts" if shared else item.module.__name__))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """xdist schedules a group by the '@group' it appends to each node id: without it (a pytest that no longer
+    reads what xdist sets) every worker would build every shared fixture, silently. Refuse to run so."""
+    if session.config.getoption("loadgroup", False) and session.items and "@" not in session.items[0].nodeid:
+        raise pytest.UsageError("pytest-xdist's --dist loadgroup is not in effect with this pytest (node ids carry no "
+                                "'@group'): install the pytest that pyproject.toml's test extra pins")
 
 
 def openvino_runs_bf16() -> bool:

@@ -51,10 +51,10 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
             tasks=("classification", "segmentation", "detection"), refusals=(
                 ("int8", "ncnn's INT8 needs its ncnn2table / ncnn2int8 tools, which no registry package ships; use "
                          "onnxruntime or openvino int8"),
-                ("instance_segmentation", "Mask R-CNN needs an in-graph NMS and multi-level RoI Align between its "
-                                          "stages, which ncnn has no layers for"),
-                ("keypoints", "Keypoint R-CNN needs an in-graph NMS and multi-level RoI Align between its stages, "
-                              "which ncnn has no layers for"))),
+                ("instance_segmentation", "its graphs keep the NMS inside (masks follow the kept detections; "
+                                          "Mask R-CNN also RoI Align), and ncnn has no NMS layer"),
+                ("keypoints", "its graphs keep the NMS inside (keypoints follow the kept detections; Keypoint R-CNN "
+                              "also RoI Align), and ncnn has no NMS layer"))),
 )}
 
 
