@@ -310,7 +310,7 @@ class Recipe(_Strict):
                              "(see calibration/README.md) or data.train")
         for i, target in enumerate(self.targets):
             info = BACKENDS[target.backend]
-            if info.tasks is not None and self.task not in info.tasks:
+            if info.tasks is not None and self.task is not None and self.task not in info.tasks:  # None: from the source
                 why = info.refusal(self.task) or f"it carries {', '.join(info.tasks)}"
                 raise ValueError(f"targets[{i}]: backend '{target.backend}' cannot carry task '{self.task}': {why}")
         if self.export.proposals is not None and self.task != "detection":

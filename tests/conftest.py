@@ -23,29 +23,6 @@ Quiet = SilentReporter  # the tests' name for it
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# pytest-xdist (pyproject's addopts: -n 2 --dist loadgroup) builds session and module fixtures once per worker.
-# The tests that use one of these expensive session fixtures (the README's quickstart trains for minutes; the
-# R-CNN artifacts) all go to one worker, so each is built once; every other test goes with its module, so a
-# module's own fixtures are built once too.
-SHARED_FIXTURES = ("quickstart", "detector", "maskrcnn_artifact", "keypointrcnn_artifact")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids it schedules by
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        shared = any(name in SHARED_FIXTURES for name in getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("shared-artifacts" if shared else item.module.__name__))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """xdist schedules a group by the '@group' it appends to each node id: without it (a pytest that no longer
-    reads what xdist sets) every worker would build every shared fixture, silently. Refuse to run so."""
-    if session.config.getoption("loadgroup", False) and session.items and "@" not in session.items[0].nodeid:
-        raise pytest.UsageError("pytest-xdist's --dist loadgroup is not in effect with this pytest (node ids carry no "
-                                "'@group'): install the pytest that pyproject.toml's test extra pins")
-
-
 def openvino_runs_bf16() -> bool:
     """Whether OpenVINO's CPU plugin has bf16 kernels here (AVX-512 BF16 or AMX; older CPUs run an
     f32 fallback when bf16 is asked for). Hosts differ: an Intel Xeon with AMX, an AMD EPYC without."""

@@ -82,7 +82,11 @@ class Runner(RunnerBase):
             status, mat = extractor.extract(spec["blob"])
             if status != 0:
                 raise BackendError(f"ncnn: extracting '{spec['name']}' (blob {spec['blob']}) failed with status {status}")
-            out[spec["name"]] = np.array(mat, dtype=np.float32).reshape(spec["shape"]).astype(spec["dtype"], copy=False)
+            values = np.array(mat, dtype=np.float32)
+            if values.size != int(np.prod(spec["shape"])):
+                raise BackendError(f"ncnn: output '{spec['name']}' came out with shape {list(values.shape)}, the graph's "
+                                   f"is {spec['shape']} per image: pnnx converted this graph wrongly")
+            out[spec["name"]] = values.reshape(spec["shape"]).astype(spec["dtype"], copy=False)
         return out
 
     def close(self) -> None:

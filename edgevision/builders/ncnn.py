@@ -54,6 +54,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     _check_ops(model)
     inputs, outputs = _tensors(model)
     _convert(pnnx.EXEC_PATH, model, inputs, out_dir, fp16=precision == "fp16")
+    _check_layers(out_dir / "model.ncnn.param")
     blobs = _blob_names(out_dir / "model.ncnn.param")
     if len(blobs["in"]) != len(inputs) or len(blobs["out"]) != len(outputs):
         raise BackendError(f"ncnn: pnnx wrote {len(blobs['in'])} inputs / {len(blobs['out'])} outputs for a graph with "
@@ -102,6 +103,15 @@ def _check_ops(model: Any) -> None:
     if found:
         raise BackendError(f"ncnn cannot run this graph: op {found[0]} ({UNSUPPORTED[found[0]]}); "
                            "compile this model for onnxruntime or openvino instead")
+
+
+def _check_layers(param: Path) -> None:
+    """pnnx writes an op it has no ncnn layer for under its PyTorch name (torch.where, Tensor.index, F.xxx):
+    ncnn would refuse the file at load with a bare 'layer not exists'. Name them here instead."""
+    foreign = sorted({line.split()[0] for line in param.read_text().splitlines()[2:] if "." in line.split()[0]})
+    if foreign:
+        param.unlink()
+        raise BackendError(f"ncnn cannot run this graph: pnnx found no ncnn layer for {', '.join(foreign)}")
 
 
 def _tensors(model: Any) -> tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:

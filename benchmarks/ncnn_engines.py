@@ -2,7 +2,7 @@
 and the engine call alone, interleaved in one process (one call per variant in turn, each round), same
 thread count; and the share of an ncnn call spent in the host NMS that ncnn cannot run.
 
-    python benchmarks/ncnn.py build/quickstart [build/segmentation-unet ...] [--rounds 200] [--threads 2]
+    python benchmarks/ncnn_engines.py build/quickstart [build/segmentation-unet ...] [--rounds 200] [--threads 2]
 
 An x86 ranking is not an ARM ranking: ncnn's kernels are tuned for ARM NEON first, ONNX Runtime's and
 OpenVINO's for x86 (OpenVINO's ARM plugin is younger). Measure on the board before choosing.
@@ -95,7 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    record("ncnn", args.threads, {"rounds": args.rounds, "command": " ".join(sys.argv)},
+    record("ncnn_engines", args.threads, {"rounds": args.rounds, "command": " ".join(sys.argv)},
            lambda: [measure_artifact(a, args.rounds, args.threads) for a in args.artifacts], markdown)
 
 
