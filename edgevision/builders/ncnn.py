@@ -1,8 +1,8 @@
 """ncnn variants: the verified ONNX converted by pnnx into ncnn's .param / .bin (fp32, or fp16 weights).
 
-Why pnnx from the ONNX, and not onnx2ncnn or pnnx from TorchScript: onnx2ncnn is deprecated upstream and
-misreads opset 18 graphs; pnnx traced from TorchScript would convert a different graph than the one every
-other backend verified (our adapters export with the dynamo exporter). pnnx's ONNX front end converts
+Why pnnx from the ONNX, and not onnx2ncnn or pnnx from TorchScript: onnx2ncnn is deprecated upstream
+(pnnx replaces it); pnnx traced from TorchScript would convert a different graph than the one every other
+backend verified (our adapters export with the dynamo exporter). pnnx's ONNX front end converts
 the graph that model.onnx holds, with the same post-processing split: for detectors the graph before the
 NMS (ncnn has no NonMaxSuppression), which the runner finishes on the host (backends/ncnn.py).
 
