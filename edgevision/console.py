@@ -101,7 +101,8 @@ def print_summary(manifest: Manifest) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{manifest.name} ({manifest.info.task}, input {list(manifest.info.input.size)})")
+    head = f", head {manifest.export['head']}" if (manifest.export or {}).get("head") else ""
+    table = Table(title=f"{manifest.name} ({manifest.info.task}, input {list(manifest.info.input.size)}{head})")
     for h in summary_header(manifest.info.task):
         table.add_column(h, overflow="fold", no_wrap=(h == "variant"))
     for row in summary_rows(manifest):

@@ -57,10 +57,12 @@ def spread_class_logits(adapter: nn.Module, images: torch.Tensor, mean: float = 
     """Rescale a random Ultralytics head's last class convolutions so that its logits on `images`
     have this mean and spread. Random weights otherwise saturate the sigmoid (thousands of scores of
     exactly 1.0: ties), or start every class at Ultralytics' prior (1e-4: nothing detected). With
-    N(-4, 1.5^2), about 3% of (box, class) pairs pass a 0.25 threshold, like a trained detector."""
+    N(-4, 1.5^2), about 3% of (box, class) pairs pass a 0.25 threshold, like a trained detector.
+    Both branches of a head that has two (YOLO26, YOLOv10: one-to-many and one-to-one)."""
+    heads = [getattr(adapter.head, name, None) for name in ("cv3", "one2one_cv3")]
     with torch.no_grad():
         feats = adapter.features(images)
-        for level, branch in zip(feats, adapter.head.cv3):
+        for level, branch in ((f, b) for head in heads if head is not None for f, b in zip(feats, head)):
             last = branch[-1]
             logits = branch(level) - last.bias.view(1, -1, 1, 1)
             scale = std / float(logits.std().clamp(min=1e-6))

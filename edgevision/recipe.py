@@ -129,6 +129,10 @@ class ExportSpec(_Strict):
     )
     argmax: bool = Field(False, description="Segmentation: add an in-graph argmax output 'labels'.")
     nms: NMSSpec = Field(NMSSpec(), description="Detection: thresholds of the NMS fused into the graph.")
+    end2end: Optional[bool] = Field(None, description="Ultralytics heads with an NMS-free one-to-one branch (YOLO26, "
+                                    "YOLOv10): true exports that branch (top-k, no NMS; Ultralytics' nms=False), "
+                                    "false the one-to-many branch with the NMS. Unset: the branch Ultralytics' "
+                                    "predictor runs by default (one-to-many with NMS, unless fusion removed it).")
     proposals: Optional[ProposalsSpec] = Field(None, description="Detection: export only the second stage, with "
                                                  "region proposals as a second input (external-proposal mode).")
 

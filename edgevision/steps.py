@@ -89,7 +89,8 @@ def export(job: Job, root: Path, scratch: Path) -> Exported:
     job.reporter.info(f"exporting {recipe.model.source} to ONNX ({recipe.export.exporter}, opset {recipe.export.opset})")
     pre_nms = scratch / "pre_nms.onnx" if job.wrapper.appends_nms else None
     stats = export_onnx(job.wrapper, recipe, root / "model.onnx", labels, job.nms, pre_nms)
-    job.reporter.info(f"exported: {stats['nodes']} nodes ({stats['nodes_exported']} before cleanup) in {stats['seconds']} s")
+    head = f"; head: {stats['head']}" if "head" in stats else ""
+    job.reporter.info(f"exported: {stats['nodes']} nodes ({stats['nodes_exported']} before cleanup) in {stats['seconds']} s{head}")
     info = ModelInfo(task=recipe.task, labels=tuple(labels), input=recipe.input.spec(),
                      outputs=tuple(job.wrapper.contract_names), max_batch=64 if recipe.export.dynamic_batch else 1,
                      proposals=recipe.export.proposals.max if recipe.export.proposals is not None else None,

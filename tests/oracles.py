@@ -94,18 +94,27 @@ def as_contract(detections: list[dict[str, torch.Tensor]], k: int) -> dict[str, 
 
 
 def ultralytics_reference(model: nn.Module, images: torch.Tensor, conf: float = 0.25, iou: float = 0.7,
-                          max_det: int = 300) -> list[dict[str, np.ndarray]]:
+                          max_det: int = 300, end2end: bool = False) -> list[dict[str, np.ndarray]]:
     """Ultralytics' own inference and `non_max_suppression` (its predictor's defaults: best class per
     box, class-aware) on the same tensors; masks by its `process_mask` at network size, keypoints
-    [n,K,3] in network pixels. The parity oracle for YOLO artifacts."""
+    [n,K,3] in network pixels. The parity oracle for YOLO artifacts. end2end: the one-to-one head, as
+    Ultralytics' predictor with nms=False runs it (the head's own top-k, then the score filter)."""
     from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import process_mask
 
-    with torch.no_grad():
-        out = model(images)[0]
+    head = model.model[-1]
+    was = getattr(head, "_end2end", False)
+    if end2end:
+        head.end2end, head.max_det = True, max(max_det, 300)  # as its predictor sets them
+    try:
+        with torch.no_grad():
+            out = model(images)[0]
+    finally:
+        if end2end:
+            head.end2end = was
     preds, proto = out if isinstance(out, tuple) else (out, None)
     results = []
-    for i, d in enumerate(non_max_suppression(preds, conf, iou, max_det=max_det, nc=len(model.names))):
+    for i, d in enumerate(non_max_suppression(preds, conf, iou, max_det=max_det, nc=len(model.names), end2end=end2end)):
         r = {"boxes": d[:, :4].numpy(), "scores": d[:, 4].numpy(), "labels": d[:, 5].long().numpy()}
         if proto is not None:
             r["masks"] = process_mask(proto[i], d[:, 6:], d[:, :4], images.shape[2:], upsample=True).bool().numpy()

@@ -182,7 +182,7 @@ def _check(data: object, via_yaml: bool) -> None:
     assert time.perf_counter() - start < 1.0
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(mutations=st.lists(st.tuples(st.sampled_from(_PATHS), _values, st.booleans()), min_size=1, max_size=4),
        via_yaml=st.booleans())
 def test_fuzzed_recipes_load_or_fail_cleanly(mutations: list, via_yaml: bool) -> None:

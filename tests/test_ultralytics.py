@@ -14,7 +14,7 @@ import torch
 
 import edgevision
 from edgevision import api
-from edgevision.errors import ModelSourceError, RecipeError
+from edgevision.errors import ExportError, ModelSourceError, RecipeError
 from edgevision.models import external
 from edgevision.random_weights import reestimated_checkpoint
 from edgevision.models.sources import build_model
@@ -28,8 +28,12 @@ from oracles import ultralytics_reference
 external._import("ultralytics", "ultralytics")  # as a compile does: Ultralytics' patch of PIL undone
 PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 LABELS = ["circle", "square", "triangle"]
-TASKS = {"detect": ("detection", "yolov8n.yaml"), "seg": ("instance_segmentation", "yolo11n-seg.yaml"),
-         "pose": ("keypoints", "yolov8n-pose.yaml")}
+# kind -> (task, model YAML, export.end2end). YOLOv10 and YOLO26 heads have a one-to-many and a one-to-one
+# branch: v10 and 26-pose are exported with the one-to-one branch (top-k, no NMS), 26-seg with the branch
+# Ultralytics' predictor runs by default (one-to-many + NMS), with YOLO26's Proto26 and Pose26's decoding.
+TASKS = {"detect": ("detection", "yolov8n.yaml", None), "seg": ("instance_segmentation", "yolo11n-seg.yaml", None),
+         "pose": ("keypoints", "yolov8n-pose.yaml", None), "v10-e2e": ("detection", "yolov10n.yaml", True),
+         "26seg": ("instance_segmentation", "yolo26n-seg.yaml", None), "26pose-e2e": ("keypoints", "yolo26n-pose.yaml", True)}
 
 
 def yolo_recipe(name: str, config: str, out: Path, **extra: Any) -> dict[str, Any]:
@@ -45,13 +49,19 @@ def yolo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]
     """kind -> (the Ultralytics model, artifact dir): random weights, BatchNorm re-estimated, the
     class head spread so that scores are not all ties (random_weights.spread_class_logits)."""
     root, out = tmp_path_factory.mktemp("yolo"), {}
-    for kind, (task, config) in TASKS.items():
+    for kind, (task, config, end2end) in TASKS.items():
         data = yolo_recipe(f"yolo-{kind}", config, root)
+        if end2end is not None:
+            data["export"]["end2end"] = end2end
+        if end2end:  # the TensorRT-bound graph too (verified by CPU emulation where TensorRT is absent)
+            data["targets"].append({"backend": "tensorrt", "precision": "fp32"})
         data["model"]["checkpoint"] = str(reestimated_checkpoint(parse_recipe(data).model_dump(mode="json"),
                                                                  root / f"{kind}.pt"))
         recipe = parse_recipe(data)
         assert recipe.task == task  # taken from the model YAML
-        api.compile(recipe, reporter=Quiet(), threads=2)
+        manifest = api.compile(recipe, reporter=Quiet(), threads=2)
+        branch = manifest["export"]["head"]  # named in the manifest, never chosen silently
+        assert branch == ("one-to-one (NMS-free top-k)" if end2end else "one-to-many (NMS)"), (kind, branch)
         out[kind] = (build_model(recipe.model), root / data["name"])
     return out
 
@@ -70,7 +80,10 @@ def test_matches_ultralytics_own_prediction(yolo: dict[str, tuple[Any, Path]], k
     predictor = edgevision.load(artifact, variant)
     feeds, _ = _inputs(predictor)
     ours = predictor.runner.infer(feeds)
-    theirs = ultralytics_reference(model, torch.from_numpy(feeds[predictor.input_name]))
+    task, _, end2end = TASKS[kind]
+    # YOLO26 / v10 (random weights): their class heads' spread (spread_class_logits) scales float noise to 2e-4
+    score_tolerance = 1e-4 if kind in ("detect", "seg", "pose") else 5e-4
+    theirs = ultralytics_reference(model, torch.from_numpy(feeds[predictor.input_name]), end2end=bool(end2end))
     total = matched = 0
     for i, ref in enumerate(theirs):
         n = int(ours["num_dets"][i, 0])
@@ -80,21 +93,38 @@ def test_matches_ultralytics_own_prediction(yolo: dict[str, tuple[Any, Path]], k
         if not n:
             continue
         iou = box_iou(ref["boxes"], boxes) * (ref["labels"][:, None] == labels[None])
-        pair = iou.argmax(axis=1)
-        ok = iou[np.arange(len(pair)), pair] > 0.99
+        # the closest score among same-class boxes at IoU > 0.99 (the one-to-one head keeps near-duplicates)
+        gap = np.where(iou > 0.99, np.abs(ref["scores"][:, None] - scores[None]), np.inf)
+        pair = gap.argmin(axis=1)
+        ok = np.isfinite(gap[np.arange(len(pair)), pair])
         matched += int(ok.sum())
-        assert np.abs(ref["scores"][ok] - scores[pair[ok]]).max() <= 1e-4
-        if kind == "pose":
+        assert np.abs(ref["scores"][ok] - scores[pair[ok]]).max() <= score_tolerance
+        if task == "keypoints":
             dist = np.linalg.norm(ref["keypoints"][ok][..., :2] - ours["keypoints"][i, pair[ok]][..., :2], axis=-1)
             assert dist.max() <= 0.5
             assert np.abs(ref["keypoints"][ok][..., 2] - ours["keypoints"][i, pair[ok]][..., 2]).max() <= 1e-3
-        if kind == "seg":
+        if task == "instance_segmentation":
             masks = ProtoMasks(ours["mask_coefficients"][i, pair[ok]], ours["protos"][i], boxes[pair[ok]],
                                predictor.input.size, None).network()  # type: ignore[arg-type]
             inter, union = (masks & ref["masks"][ok]).sum(axis=(1, 2)), (masks | ref["masks"][ok]).sum(axis=(1, 2))
-            assert union.min() > 0 and (inter / union).min() >= 0.98
+            drawn = union > 0  # YOLO26's random boxes can be degenerate: empty crops, empty on both sides
+            # pixels whose mask logit is within float noise of 0 may flip: 1% of all, 5% of any one mask
+            assert drawn.mean() >= 0.5 and inter.sum() >= 0.99 * union.sum()
+            assert (inter[drawn] / union[drawn]).min() >= 0.95
     assert total >= 10 and len({int(v) for r in theirs for v in r["labels"]}) >= 2  # a comparison with something in it
     assert matched / total >= 0.99
+
+
+def test_the_one_to_one_graph_has_no_nms_and_passes_on_every_backend(yolo: dict[str, tuple[Any, Path]]) -> None:
+    from edgevision.artifact import read_manifest
+
+    for kind in ("v10-e2e", "26pose-e2e"):
+        manifest = read_manifest(yolo[kind][1])
+        ops = manifest.export["ops"]
+        assert ops.get("TopK", 0) >= 2 and "NonMaxSuppression" not in ops, ops  # the head's two-stage top-k
+        assert {v.name: v.status for v in manifest.variants} == {"onnxruntime-fp32": "passed", "openvino-fp32": "passed",
+                                                                  "tensorrt-fp32": "passed"}
+        assert all(v.parity["detections"] >= 10 and v.parity["matched"] >= 0.99 for v in manifest.variants)
 
 
 def test_predict_gives_original_pixels_masks_and_keypoints(yolo: dict[str, tuple[Any, Path]]) -> None:
@@ -199,3 +229,34 @@ def test_an_ultralytics_training_compiles_with_its_own_map(tmp_path: Path) -> No
     print(f"mAP@[.5:.95] on 60 images: edgevision {ours:.4f}, Ultralytics val {float(theirs.box.map):.4f}")
     assert float(theirs.box.map) > 0.05  # it learned something: the comparison has something in it
     assert abs(ours - float(theirs.box.map)) <= 0.01, (ours, float(theirs.box.map))
+
+
+def test_the_exported_branch_of_a_two_branch_head_is_the_predictors_or_the_recipes() -> None:
+    """YOLO26 / YOLOv10 heads: unset export.end2end takes the branch Ultralytics' predictor runs by default
+    (nms=None: one-to-many, unless fusion left only the one-to-one branch); a choice the model cannot honour
+    is a named error, not a silent fallback."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from edgevision.export.ultralytics import UltralyticsAdapter
+
+    model = DetectionModel("yolo26n.yaml", nc=3, verbose=False).eval()
+    default = UltralyticsAdapter(model, (128, 128), "detection")
+    assert default.branch == "one-to-many (NMS)" and default.output_names == ["boxes", "scores"]
+    e2e = UltralyticsAdapter(model, (128, 128), "detection", end2end=True)
+    assert e2e.branch == "one-to-one (NMS-free top-k)" and e2e.output_names == ["num_dets", "boxes", "scores", "labels"]
+    with pytest.raises(ValueError, match="multi_label is for the one-to-many"):
+        e2e.nms_params(multi_label=True)
+    with pytest.raises(ExportError, match="no one-to-one"):
+        UltralyticsAdapter(DetectionModel("yolov8n.yaml", nc=3, verbose=False), (128, 128), "detection", end2end=True)
+    model.end2end = True
+    model.model[-1].fuse()  # Ultralytics' fusion keeps only the selected branch
+    assert UltralyticsAdapter(model, (128, 128), "detection").branch == "one-to-one (NMS-free top-k)"
+    with pytest.raises(ExportError, match="removed when it was fused"):
+        UltralyticsAdapter(model, (128, 128), "detection", end2end=False)
+    from torchvision.models.detection import ssdlite320_mobilenet_v3_large
+
+    from edgevision.export.detection import detection_adapter
+
+    ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)
+    with pytest.raises(ExportError, match="SSD has none: remove export.end2end"):
+        detection_adapter(ssd, (128, 128), end2end=True)

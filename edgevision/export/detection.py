@@ -109,10 +109,12 @@ def _pair_top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(scores >= kth, scores, torch.zeros_like(scores))
 
 
-def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "detection", proposals: Any = None) -> nn.Module:
+def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "detection", proposals: Any = None,
+                      end2end: bool | None = None) -> nn.Module:
     """The export adapter of a detector: the model's own (`export_adapter(size)`), or torchvision's.
     task: detection, or instance_segmentation / keypoints (Mask / Keypoint R-CNN only).
-    proposals: the recipe's export.proposals (external-proposal mode: the second stage only)."""
+    proposals: the recipe's export.proposals (external-proposal mode: the second stage only).
+    end2end: the recipe's export.end2end (Ultralytics heads with a one-to-one branch only)."""
     from edgevision.export.proposals import ProposalAdapter
     from edgevision.export.two_stage import SUPPORTED as TWO_STAGE, TwoStageAdapter, is_two_stage
     from edgevision.export.ultralytics import UltralyticsAdapter, is_ultralytics
@@ -120,7 +122,10 @@ def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "dete
     if is_ultralytics(model):
         if proposals is not None:
             raise ExportError("export.proposals is for torchvision R-CNNs; an Ultralytics model takes images only")
-        return UltralyticsAdapter(model, size, task)
+        return UltralyticsAdapter(model, size, task, end2end)
+    if end2end is not None:
+        raise ExportError("export.end2end chooses the branch of an Ultralytics head that has a one-to-one (NMS-free) "
+                          f"branch (YOLO26, YOLOv10); {type(model).__name__} has none: remove export.end2end")
     if proposals is not None:
         return ProposalAdapter(model, size, proposals.style, proposals.max, proposals.crop)
     if is_two_stage(model):

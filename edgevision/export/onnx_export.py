@@ -119,6 +119,7 @@ def export_onnx(wrapper: ExportWrapper, recipe: Recipe, path: Path, labels: list
         "nodes": len(model.graph.node),
         "ops": dict(sorted(ops.items())),
         "seconds": round(time.perf_counter() - start, 2),
+        **({"head": wrapper.model.branch} if hasattr(wrapper.model, "branch") else {}),
     }
 
 

@@ -76,7 +76,7 @@ def detection_core(model: Any, recipe: Recipe) -> tuple[Any, NMSParams]:
     """The export adapter of a detector and its NMS parameters (recipe overrides model defaults)."""
     from edgevision.export.detection import detection_adapter
 
-    adapter = detection_adapter(model, recipe.input.size, recipe.task, recipe.export.proposals)
+    adapter = detection_adapter(model, recipe.input.size, recipe.task, recipe.export.proposals, recipe.export.end2end)
     overrides = recipe.export.nms.model_dump()
     if overrides["multi_label"] is None:
         del overrides["multi_label"]
