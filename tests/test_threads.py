@@ -1,5 +1,5 @@
 """One predictor, several threads: every runner that can run here gives each caller its own
-result, identical to a single-threaded run (issue 13, item 2; DESIGN.md's runtime rules)."""
+result, identical to a single-threaded run (issue 13, item 2; the Predictor's thread-safety contract, docs/ARCHITECTURE.md)."""
 
 from __future__ import annotations
 
