@@ -234,8 +234,11 @@ def random_checkpoint(
     if out.exists() and not force:
         raise RecipeError(f"{out} exists; pass --force to replace it")
     data = load_recipe(recipe).model_dump(mode="json")
-    print(f"{reestimated_checkpoint(data, out, images)}: {data['model']['source']} with random weights, BatchNorm "
-          f"re-estimated on {images} shapes images")
+    changes: list[str] = []
+    path = reestimated_checkpoint(data, out, images, log=changes.append)
+    print(f"{path}: {data['model']['source']} with random weights, BatchNorm re-estimated on {images} shapes images")
+    for line in changes:
+        print(f"  changed: {line}")
 
 @app.command()
 def inspect(artifact: Path = typer.Argument(..., help="Artifact folder.")) -> None:

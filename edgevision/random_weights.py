@@ -1,22 +1,26 @@
 """Random weights that measure something: for parity checks, benchmarks and `edgevision
-random-checkpoint`, where pretrained weights cannot be had. BatchNorm statistics are re-estimated
-(models/batchnorm.py) and a random Ultralytics, RetinaNet or FCOS class head is spread, so scores
-are neither ties nor all at the prior. Speed and parity are real; accuracy is meaningless."""
+random-checkpoint`, where pretrained weights cannot be had. What initialisation leaves dead is woken
+(zero-initialised heads re-drawn, tiny layer scales raised: see wake_up), BatchNorm statistics are
+re-estimated (models/batchnorm.py) and a random Ultralytics, RetinaNet or FCOS class head is spread,
+so outputs are neither constant, nor ties, nor all at the prior. Speed and parity are real; accuracy
+is meaningless."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
 
-def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> Path:
+def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16,
+                           log: Optional[Callable[[str], None]] = None) -> Path:
     """Save random weights for a recipe's model, with BatchNorm statistics re-estimated on
     generated shapes images pushed through the exported part of the model (the detection adapter
-    for detectors). Used by the tests and the benchmarks, where pretrained weights cannot be had."""
+    for detectors). Used by the tests and the benchmarks, where pretrained weights cannot be had.
+    `log` gets one line per change made beyond the re-estimation (wake_up, the class-head spread)."""
     from edgevision.data.shapes import ShapesDataset
     from edgevision.export.detection import detection_adapter
     from edgevision.export.onnx_export import ExportWrapper
@@ -29,6 +33,9 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
 
     torch.manual_seed(0)
     model = build_model(ModelSpec(**recipe_data["model"]), load_checkpoint=False)
+    say = log or (lambda _line: None)
+    for line in wake_up(model):
+        say(line)
     spec = InputSection(**recipe_data["input"]).spec()  # recipe defaults filled in
     data = ShapesDataset(images, seed=7, size=tuple(spec.size))
     task = recipe_data["task"]
@@ -44,13 +51,40 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16) -> P
         pixels = torch.from_numpy(np.concatenate([x for x, _ in batches]))
         if hasattr(core, "head") and hasattr(core.head, "cv3"):  # Ultralytics
             spread_class_logits(core, pixels)
+            say("class head: last convolutions rescaled so its logits on the shapes images are N(-4, 1.5^2) "
+                "(random weights otherwise saturate every score at 1.0: ties)")
         elif hasattr(getattr(getattr(model, "head", None), "classification_head", None), "cls_logits"):  # RetinaNet, FCOS
             spread_prior_logits(model, pixels)
+            say("class head: last convolution rescaled so some scores pass the model's threshold (random weights "
+                "answer the prior, 0.01, everywhere)")
     else:  # the second stage on the runtime's default proposals
         reestimate_batchnorm(wrapper, batches, lambda b: wrapper(torch.from_numpy(b[0]), torch.from_numpy(
             proposal_batch(None, b[1], proposals.max, spec.size))))
     torch.save(model.state_dict(), path)
     return Path(path)
+
+
+def wake_up(model: nn.Module, scale: float = 0.5, std: float = 0.02) -> list[str]:
+    """What initialisation leaves dead for a comparison, woken in place; returns one line per change.
+    Heads initialised to zero (torchvision's ViT, timm's Mixer and ResMLP) answer constant logits: their
+    weights are re-drawn N(0, std^2). Layer scales initialised tiny (ConvNeXt 1e-6, ResMLP / CaiT 1e-4: a
+    parameter whose every value is one nonzero constant of at most 1e-3) leave each block nearly the
+    identity: they are set to `scale` (0.5: ConvNeXt's blocks then move its logits by about 20%; at 1.0
+    ResMLP, which has no normalisation, grows its logits 100-fold)."""
+    changes = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and weight is not None and weight.numel() and not weight.any():
+                nn.init.normal_(weight, std=std)
+                changes.append(f"{name}: zero-initialised {type(module).__name__} re-drawn N(0, {std}^2)")
+        tiny = [(n, float(p.flatten()[0])) for n, p in model.named_parameters()
+                if p.numel() > 1 and 0 < abs(float(p.flatten()[0])) <= 1e-3 and bool((p == p.flatten()[0]).all())]
+        for name, _ in tiny:
+            model.get_parameter(name).fill_(scale)
+        if tiny:
+            changes.append(f"{len(tiny)} layer scales (e.g. {tiny[0][0]} = {tiny[0][1]:g}) set to {scale}")
+    return changes
 
 
 def spread_class_logits(adapter: nn.Module, images: torch.Tensor, mean: float = -4.0, std: float = 1.5) -> None:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -130,9 +131,20 @@ def _no_stream_threads() -> None:
     raise AssertionError(f"stream threads still running: {alive}")
 
 
+def _confident_scene(model: Any, count: int) -> list:
+    """The first shapes scene (seeds 5-44) in which the detector sees at least two objects at ByteTrack's
+    track threshold (0.7) in every third frame of the slide: trackable objects by construction, not by
+    hoping that the quickstart's short training reached that confidence on one fixed scene."""
+    for seed in range(5, 45):
+        frames = moving_frames(count, seed=seed)
+        if all((model.predict(frames[i][..., ::-1]).scores >= 0.7).sum() >= 2 for i in range(0, count, 3)):
+            return frames
+    raise AssertionError("the quickstart detector sees fewer than two objects at score 0.7 in 40 shapes scenes")
+
+
 def test_tracking_keeps_ids_on_moving_objects(detector: Path, tmp_path: Path) -> None:
-    path = write_clip(tmp_path / "moving.mp4", moving_frames(30))
     with edgevision.load(detector / "onnxruntime-fp32") as model:
+        path = write_clip(tmp_path / "moving.mp4", _confident_scene(model, 30))
         frames = list(model.stream(str(path), track=True, min_score=0.3))
     assert all(f.result.track_ids is not None and len(f.result.track_ids) == len(f.result) for f in frames)
     objects = int(np.median([(f.result.scores >= 0.7).sum() for f in frames]))  # ByteTrack starts tracks at 0.7

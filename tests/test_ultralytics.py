@@ -143,6 +143,31 @@ def test_predict_gives_original_pixels_masks_and_keypoints(yolo: dict[str, tuple
             assert ((dets.keypoint_scores >= 0) & (dets.keypoint_scores <= 1)).all()
 
 
+@pytest.mark.parametrize("kind", ["seg", "26seg"])
+def test_masks_at_the_original_size_are_ultralytics_retina_masks(yolo: dict[str, tuple[Any, Path]], kind: str) -> None:
+    """Detections.masks (original pixels) against Ultralytics' process_mask_native (its retina_masks path) on
+    the same prototypes, coefficients and boxes, on two photos whose aspect ratios need letterbox padding."""
+    from ultralytics.utils.ops import process_mask_native, scale_boxes
+
+    predictor = edgevision.load(yolo[kind][1], "onnxruntime-fp32")
+    compared = 0
+    for photo in (PHOTO, PHOTO.with_name("Minduka_Present_Blue_Pack.png")):
+        image = read_image(photo)
+        dets = predictor.predict(image)
+        source = dets.mask_source
+        theirs = process_mask_native(torch.from_numpy(source.protos), torch.from_numpy(source.coefficients),
+                                     scale_boxes(predictor.input.size, torch.from_numpy(source.boxes.copy()), image.shape),
+                                     image.shape[:2]).bool().numpy()
+        ours = dets.masks
+        assert ours.shape == theirs.shape and len(ours) >= 5
+        inter, union = (ours & theirs).sum(axis=(1, 2)), (ours | theirs).sum(axis=(1, 2))
+        drawn = union > 0
+        assert drawn.sum() >= 5 and inter.sum() >= 0.99 * union.sum(), (inter.sum(), union.sum())
+        assert (inter[drawn] / union[drawn]).min() >= 0.95
+        compared += int(drawn.sum())
+    assert compared >= 10
+
+
 def test_a_pickled_checkpoint_needs_trust(tmp_path: Path) -> None:
     from ultralytics.nn.tasks import DetectionModel
 

@@ -25,9 +25,9 @@ def shapes_frames(count: int, size: tuple[int, int] = (240, 320), seed: int = 3)
     return [np.ascontiguousarray(ds[i].image[..., ::-1]) for i in range(count)]
 
 
-def moving_frames(count: int, step: int = 3, size: tuple[int, int] = (240, 320)) -> List[np.ndarray]:
+def moving_frames(count: int, step: int = 3, size: tuple[int, int] = (240, 320), seed: int = 5) -> List[np.ndarray]:
     """One shapes scene sliding right by `step` pixels a frame (for tracking)."""
-    scene = shapes_frames(1, size, seed=5)[0]
+    scene = shapes_frames(1, size, seed=seed)[0]
     return [cv2.warpAffine(scene, np.float32([[1, 0, step * i], [0, 1, 0]]), (size[1], size[0]),
                            borderMode=cv2.BORDER_REPLICATE) for i in range(count)]
 

@@ -4,9 +4,10 @@
   paste_masks_in_image (1-pixel zero border, box grown by (M+2)/M, bilinear resize to the
   integer box, threshold). torchvision's own ONNX version is a Loop that OpenVINO cannot run.
 - mask_rle: COCO run-length encoding of boolean masks (uncompressed counts, column-major).
-- ProtoMasks: YOLO-seg (Ultralytics) masks from prototypes, as Ultralytics' process_mask: mask
-  coefficients x protos, bilinear upsampling to the network input, > 0, cropped to the box; then
-  the letterbox content is resized to the original image (nearest).
+- ProtoMasks: YOLO-seg (Ultralytics) masks from prototypes: at the network input as Ultralytics'
+  process_mask (mask coefficients x protos, bilinear upsampling, > 0, cropped to the box), and at the
+  original image size as its process_mask_native (the logits of the letterbox content resized to the
+  image, > 0, cropped to the box in original pixels).
 - decode_keypoints: Keypoint R-CNN heatmaps -> (x, y, 1) and scores, as torchvision's
   heatmaps_to_keypoints (bicubic resize of each heatmap to its box, argmax).
 """
@@ -77,15 +78,31 @@ class ProtoMasks:
         return out
 
     def render(self) -> np.ndarray:
-        """bool [N,H,W] at the original image size: the letterbox content resized (nearest)."""
-        t = self.transform
-        x0, y0, x1, y1 = t.content
-        net = self.network()
-        out = np.zeros((len(net), t.height, t.width), dtype=bool)
+        """bool [N,H,W] at the original image size, as Ultralytics' process_mask_native (its retina_masks
+        path): the mask logits of the letterbox content, resized (bilinear) from the prototypes straight to
+        the image, > 0, cropped to the boxes in original pixels. Prototypes are upsampled first by the
+        smallest f in (1, 2, 4) that puts the content's edges on whole pixels, as Ultralytics does."""
         cv2 = opencv()
-        for i, mask in enumerate(net):
-            content = np.ascontiguousarray(mask[y0:y1, x0:x1], dtype=np.uint8)
-            out[i] = cv2.resize(content, (t.width, t.height), interpolation=cv2.INTER_NEAREST) > 0
+        t = self.transform
+        m, ph, pw = self.protos.shape
+        logits = (self.coefficients.astype(np.float32) @ self.protos.reshape(m, -1).astype(np.float32)).reshape(-1, ph, pw)
+        net_h, net_w = self.net_size
+        x0, y0, x1, y1 = t.content
+        for f in (1, 2, 4):
+            edges = np.array([x0 * pw * f / net_w, x1 * pw * f / net_w, y0 * ph * f / net_h, y1 * ph * f / net_h])
+            if np.allclose(edges, np.round(edges), atol=1e-6):
+                break
+        left, right, top, bottom = (int(round(v)) for v in edges)
+        boxes = t.to_original(self.boxes.astype(np.float32))
+        cols, rows = np.arange(t.width, dtype=np.float32), np.arange(t.height, dtype=np.float32)
+        out = np.zeros((len(logits), t.height, t.width), dtype=bool)
+        for i, logit in enumerate(logits):
+            up = cv2.resize(logit, (pw * f, ph * f), interpolation=cv2.INTER_LINEAR) if f > 1 else logit
+            full = cv2.resize(np.ascontiguousarray(up[top:bottom, left:right]), (t.width, t.height),
+                              interpolation=cv2.INTER_LINEAR)  # torch's bilinear (half-pixel), as F.interpolate
+            bx0, by0, bx1, by1 = boxes[i]
+            inside = ((rows >= by0) & (rows < by1))[:, None] & ((cols >= bx0) & (cols < bx1))[None, :]
+            out[i] = (full > 0) & inside
         return out
 
 
