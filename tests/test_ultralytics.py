@@ -108,9 +108,10 @@ def test_matches_ultralytics_own_prediction(yolo: dict[str, tuple[Any, Path]], k
                                predictor.input.size, None).network()  # type: ignore[arg-type]
             inter, union = (masks & ref["masks"][ok]).sum(axis=(1, 2)), (masks | ref["masks"][ok]).sum(axis=(1, 2))
             drawn = union > 0  # YOLO26's random boxes can be degenerate: empty crops, empty on both sides
-            # pixels whose mask logit is within float noise of 0 may flip: 1% of all, 5% of any one mask
-            assert drawn.mean() >= 0.5 and inter.sum() >= 0.99 * union.sum()
-            assert (inter[drawn] / union[drawn]).min() >= 0.95
+            assert drawn.all() if kind == "seg" else drawn.mean() >= 0.5
+            # YOLO26's Proto26 logits sit nearer 0: pixels within float noise of it flip (one mask at IoU 0.966 seen)
+            assert (inter[drawn] / union[drawn]).min() >= (0.98 if kind == "seg" else 0.95)
+            assert inter.sum() >= 0.99 * union.sum()
     assert total >= 10 and len({int(v) for r in theirs for v in r["labels"]}) >= 2  # a comparison with something in it
     assert matched / total >= 0.99
 
@@ -162,8 +163,8 @@ def test_masks_at_the_original_size_are_ultralytics_retina_masks(yolo: dict[str,
         assert ours.shape == theirs.shape and len(ours) >= 5
         inter, union = (ours & theirs).sum(axis=(1, 2)), (ours | theirs).sum(axis=(1, 2))
         drawn = union > 0
-        assert drawn.sum() >= 5 and inter.sum() >= 0.99 * union.sum(), (inter.sum(), union.sum())
-        assert (inter[drawn] / union[drawn]).min() >= 0.95
+        assert drawn.sum() >= 5 and inter.sum() >= 0.999 * union.sum(), (inter.sum(), union.sum())
+        assert (inter[drawn] / union[drawn]).min() >= 0.99  # 0.9995 and above measured
         compared += int(drawn.sum())
     assert compared >= 10
 
