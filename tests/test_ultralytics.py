@@ -286,3 +286,19 @@ def test_the_exported_branch_of_a_two_branch_head_is_the_predictors_or_the_recip
     ssd = ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4)
     with pytest.raises(ExportError, match="SSD has none: remove export.end2end"):
         detection_adapter(ssd, (128, 128), end2end=True)
+
+
+def test_ultralytics_own_predictor_runs_the_branch_our_default_exports() -> None:
+    """The unset export.end2end follows Ultralytics' predictor: in 8.4.190 its nms=None default runs the one-to-many
+    branch even for YOLO26, and nms=False the one-to-one one. A later Ultralytics that changes this fails here."""
+    from ultralytics import YOLO
+
+    from edgevision.export.ultralytics import UltralyticsAdapter
+
+    yolo = YOLO("yolo26n.yaml")
+    image = read_image(PHOTO)
+    yolo.predict(image, imgsz=128, verbose=False)
+    default = bool(yolo.predictor.model.end2end)
+    yolo.predict(image, imgsz=128, verbose=False, nms=False)
+    assert bool(yolo.predictor.model.end2end) and not default
+    assert UltralyticsAdapter(yolo.model, (128, 128), "detection").end2end == default
