@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -20,6 +21,13 @@ from edgevision.reporting import SilentReporter
 
 
 Quiet = SilentReporter  # the tests' name for it
+
+# The suite runs on one pytest-xdist worker per core: a thread waiting on its OpenMP pool (PyTorch's) sleeps
+# instead of spinning, or one worker's spinning threads take the core the other computes on (measured on
+# tests/test_rcnn_builders.py with 2 workers on 2 cores: 98 s with spinning, 83 s without; 130 s on one worker).
+# Set before anything imports torch, in the worker and so in every process it starts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,6 +86,8 @@ def _session_process_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         for name in _LAUNCHER_VARIABLES:
             mp.delenv(name, raising=False)
         mp.setenv("LC_ALL", "C.UTF-8")
+        # Ultralytics writes its settings file on import: into this worker's own folder, not the user's ~/.config
+        mp.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("ultralytics-config")))
         mp.chdir(tmp_path_factory.mktemp("session-cwd"))
         with _signals_and_umask():
             yield
@@ -122,25 +132,42 @@ def default_signals() -> None:
 
 
 @pytest.fixture(scope="session")
-def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("build")
+def run_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder every worker of this run shares (pytest-xdist gives each worker a basetemp of its own, in it):
+    what the session fixtures below build once for the whole run lives here."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def built_once(run_root: Path, name: str) -> Iterator[Path]:
+    """Held while `name` is built or read under run_root: the first worker to ask builds it, the others wait
+    for it and find it there. Whatever is built this way is shared read-only: a test that changes it copies it."""
+    from filelock import FileLock
+
+    with FileLock(str(run_root / f"{name}.lock")):
+        yield run_root / name
+
+
+@pytest.fixture(scope="session")
+def build_root(run_root: Path) -> Path:
+    (run_root / "build").mkdir(exist_ok=True)
+    return run_root / "build"
 
 
 @pytest.fixture(scope="session")
 def compiled(build_root: Path) -> Callable[..., tuple[dict[str, Any], Path]]:
-    """compiled(name, task, source, size, **extra) -> (manifest, artifact dir), cached per session."""
+    """compiled(name, task, source, size, **extra) -> (manifest, artifact dir), built once per run."""
     from edgevision import api
     from edgevision.recipe import parse_recipe
 
-    cache: dict[str, tuple[dict[str, Any], Path]] = {}
-
     def make(name: str, task: str, source: str, size: int, **extra: Any) -> tuple[dict[str, Any], Path]:
-        if name not in cache:
-            data = recipe_dict(name, task, source, size, build_root, **extra)
-            data["model"]["checkpoint"] = str(calibrated_checkpoint(data, build_root / f"{name}.pt"))
-            manifest = api.compile(parse_recipe(data), reporter=Quiet(), threads=2)
-            cache[name] = (manifest, build_root / name)
-        return cache[name]
+        with built_once(build_root, name) as out:
+            if not (out / "manifest.json").exists():
+                data = recipe_dict(name, task, source, size, build_root, **extra)
+                data["model"]["checkpoint"] = str(calibrated_checkpoint(data, build_root / f"{name}.pt"))
+                api.compile(parse_recipe(data), reporter=Quiet(), threads=2)
+            return json.loads((out / "manifest.json").read_text()), out
 
     return make
 
@@ -190,13 +217,20 @@ def readme_command() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def quickstart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The README's main command run once, as a user would, in a fresh working directory: trains the
-    quickstart detector and compiles it (build/quickstart there). Shared by the README test and the
-    video tests, which need a detector that finds what is in the frames."""
-    workdir = tmp_path_factory.mktemp("quickstart")
-    shutil.copytree(ROOT / "recipes", workdir / "recipes")
-    return workdir, subprocess.run(readme_command(), cwd=workdir, capture_output=True, text=True, timeout=1200)
+def quickstart(run_root: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's main command run once per test run, as a user would, in a fresh working directory: trains
+    the quickstart detector and compiles it (build/quickstart there). Shared by the README test and the video
+    tests, which need a detector that finds what is in the frames; read-only (the README test reruns the
+    command in a copy)."""
+    with built_once(run_root, "quickstart") as workdir:
+        record = run_root / "quickstart.json"
+        if not record.exists():
+            workdir.mkdir()
+            shutil.copytree(ROOT / "recipes", workdir / "recipes")
+            done = subprocess.run(readme_command(), cwd=workdir, capture_output=True, text=True, timeout=1200)
+            record.write_text(json.dumps({"args": done.args, "returncode": done.returncode, "stdout": done.stdout,
+                                          "stderr": done.stderr}))
+        return workdir, subprocess.CompletedProcess(**json.loads(record.read_text()))
 
 
 @pytest.fixture(scope="session")
