@@ -112,6 +112,49 @@ def test_a_graph_op_ncnn_lacks_is_named(op: str, tmp_path: Path) -> None:
     assert not any(out.iterdir())  # refused before pnnx wrote anything
 
 
+def _reduction(op: str, axis: int, keepdims: int, tmp_path: Path) -> tuple[Path, tuple[int, ...]]:
+    """x [batch,4,16,7] -> op over one axis (the axes as an input, as opset 18 writes them)."""
+    from onnx import numpy_helper
+
+    shape = [4, 16, 7]
+    out = [1 if i == axis else d for i, d in enumerate(shape, 1)] if keepdims else \
+        [d for i, d in enumerate(shape, 1) if i != axis]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", *shape])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", *out])
+    node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)
+    axes = numpy_helper.from_array(np.array([axis], np.int64), "axes")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [axes]), opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    path = tmp_path / f"{op}-{axis}-{keepdims}.onnx"
+    onnx.save_model(model, str(path))
+    return path, tuple(out)
+
+
+@pytest.mark.parametrize(("op", "axis", "keepdims"), [("ReduceSum", 2, 0), ("ReduceMean", 3, 1), ("ReduceSum", 1, 1)])
+def test_a_one_axis_reduction_reduces(op: str, axis: int, keepdims: int, tmp_path: Path) -> None:
+    """pnnx drops the axis of these (its Reduction then reduces nothing); the builder rewrites them first."""
+    from edgevision.backends.ncnn import Runner
+
+    path, shape = _reduction(op, axis, keepdims, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = ncnn_builder.build(path, out, "fp32", "cpu", {}, BuildContext())
+    x = np.random.default_rng(0).random((2, 4, 16, 7), dtype=np.float32)
+    got = Runner({"param": out / "model.ncnn.param", "weights": out / "model.ncnn.bin"}, settings).infer({"x": x})["y"]
+    want = (np.sum if op == "ReduceSum" else np.mean)(x, axis=axis, keepdims=bool(keepdims))
+    assert got.shape == (2, *shape) == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_one_axis_reduction_it_cannot_rewrite_is_named(tmp_path: Path) -> None:
+    path, _ = _reduction("ReduceMax", 2, 0, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(BackendError, match="pnnx converts ReduceMax .* over one axis without its axis"):
+        ncnn_builder.build(path, out, "fp32", "cpu", {}, BuildContext())
+    assert not any(out.iterdir())
+
+
 def test_a_damaged_param_file_is_one_clear_error(unet_artifact, tmp_path: Path) -> None:  # noqa: ANN001
     _, root = unet_artifact
     variant = tmp_path / "ncnn-fp32"

@@ -35,6 +35,8 @@ TASKS = {"detect": ("detection", "yolov8n.yaml", None), "seg": ("instance_segmen
          "pose": ("keypoints", "yolov8n-pose.yaml", None), "v10-e2e": ("detection", "yolov10n.yaml", True),
          "26seg": ("instance_segmentation", "yolo26n-seg.yaml", None), "26pose-e2e": ("keypoints", "yolo26n-pose.yaml", True)}
 
+NCNN = ("detect",)  # the one-to-many detection head: what ncnn carries (its graph ends before the NMS)
+
 
 def yolo_recipe(name: str, config: str, out: Path, **extra: Any) -> dict[str, Any]:
     return {"name": name, "model": {"source": f"ultralytics:{config}", "labels": LABELS},
@@ -55,6 +57,8 @@ def yolo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, Path]
             data["export"]["end2end"] = end2end
         if end2end:  # the TensorRT-bound graph too (verified by CPU emulation where TensorRT is absent)
             data["targets"].append({"backend": "tensorrt", "precision": "fp32"})
+        if kind in NCNN:  # best class per box and the NMS on the host; DFL's one-axis sum rewritten for pnnx
+            data["targets"].append({"backend": "ncnn", "precision": "fp32"})
         data["model"]["checkpoint"] = str(reestimated_checkpoint(parse_recipe(data).model_dump(mode="json"),
                                                                  root / f"{kind}.pt"))
         recipe = parse_recipe(data)
@@ -73,8 +77,8 @@ def _inputs(predictor: Any) -> tuple[dict[str, np.ndarray], list[Any]]:
     return predictor.feeds([read_image(PHOTO), *shapes])
 
 
-@pytest.mark.parametrize("kind", list(TASKS))
-@pytest.mark.parametrize("variant", ["onnxruntime-fp32", "openvino-fp32"])
+@pytest.mark.parametrize(("kind", "variant"), [(k, v) for v in ("onnxruntime-fp32", "openvino-fp32") for k in TASKS]
+                         + [(k, "ncnn-fp32") for k in NCNN])
 def test_matches_ultralytics_own_prediction(yolo: dict[str, tuple[Any, Path]], kind: str, variant: str) -> None:
     model, artifact = yolo[kind]
     predictor = edgevision.load(artifact, variant)
@@ -82,7 +86,8 @@ def test_matches_ultralytics_own_prediction(yolo: dict[str, tuple[Any, Path]], k
     ours = predictor.runner.infer(feeds)
     task, _, end2end = TASKS[kind]
     # YOLO26 / v10 (random weights): their class heads' spread (spread_class_logits) scales float noise to 2e-4
-    score_tolerance = 1e-4 if kind in ("detect", "seg", "pose") else 5e-4
+    # and ncnn's fp32 kernels (Winograd convolutions, its own exp) stray further than ONNX Runtime's: 1.2e-4 seen
+    score_tolerance = 1e-4 if kind in ("detect", "seg", "pose") and not variant.startswith("ncnn") else 5e-4
     theirs = ultralytics_reference(model, torch.from_numpy(feeds[predictor.input_name]), end2end=bool(end2end))
     total = matched = 0
     for i, ref in enumerate(theirs):
@@ -232,8 +237,9 @@ def test_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_an_ultralytics_training_compiles_with_its_own_map(tmp_path: Path) -> None:
     """Ultralytics trains YOLOv8n briefly on shapes images written in its own format; edgevision
-    compiles the best.pt it saves and scores the same validation images within 1 mAP point of
-    Ultralytics' own validator (both: conf 0.001, IoU 0.7, every class above the threshold)."""
+    compiles the checkpoint it saves for ONNX Runtime and ncnn (fp32, fp16) and scores the same validation
+    images within 1 mAP point of Ultralytics' own validator (both: conf 0.001, IoU 0.7, every class above
+    the threshold)."""
     from ultralytics import YOLO
 
     from yolo_data import write_yolo_dataset
@@ -247,14 +253,17 @@ def test_an_ultralytics_training_compiles_with_its_own_map(tmp_path: Path) -> No
         "name": "trained", "model": {"source": "ultralytics", "checkpoint": str(best), "trust_checkpoint": True},
         "export": {"nms": {"score_threshold": 0.001, "multi_label": True}},
         "data": {"val": {"source": "shapes", "count": 60, "seed": 1}},
-        "targets": [{"backend": "onnxruntime", "precision": "fp32"}], "verify": {"images": 4, "timing_rounds": 0},
-        "output": str(tmp_path / "trained")})
+        "targets": [{"backend": "onnxruntime", "precision": "fp32"}, {"backend": "ncnn", "precision": "fp32"},
+                    {"backend": "ncnn", "precision": "fp16"}],
+        "verify": {"images": 4, "timing_rounds": 0}, "output": str(tmp_path / "trained")})
     assert recipe.input.size == (128, 128) and recipe.model.labels == ["circle", "square", "triangle"]
     manifest = api.compile(recipe, reporter=Quiet(), threads=2)
-    ours = manifest["variants"][0]["accuracy"]["map"]
-    print(f"mAP@[.5:.95] on 60 images: edgevision {ours:.4f}, Ultralytics val {float(theirs.box.map):.4f}")
+    ours = {v["name"]: v["accuracy"]["map"] for v in manifest["variants"] if v["status"] == "passed"}
+    print(f"mAP@[.5:.95] on 60 images: edgevision {ours}, Ultralytics val {float(theirs.box.map):.4f}")
     assert float(theirs.box.map) > 0.05  # it learned something: the comparison has something in it
-    assert abs(ours - float(theirs.box.map)) <= 0.01, (ours, float(theirs.box.map))
+    assert len(ours) == 3, [(v["name"], v["reasons"]) for v in manifest["variants"]]
+    for name, value in ours.items():  # ncnn: the graph before the best-class selection, the rest on the host
+        assert abs(value - float(theirs.box.map)) <= 0.01, (name, value, float(theirs.box.map))
 
 
 def test_the_exported_branch_of_a_two_branch_head_is_the_predictors_or_the_recipes() -> None:

@@ -4,7 +4,9 @@ ncnn has no batch dimension (a Mat is one image's [C,H,W]): a batch runs image b
 own extractor, and the outputs are stacked back to the graph's [B,...] shapes recorded by the builder.
 ncnn has no NonMaxSuppression either: a detector's graph stops at boxes [N,4] and scores [N,C], and this
 runner finishes with the canonical NMS on the host (ops/nms.py, the contract's numpy reference), so the
-outputs are the contract's num_dets / boxes / scores / labels, as on every backend.
+outputs are the contract's num_dets / boxes / scores / labels, as on every backend. Where the graph made each
+box compete for its best class only (Ultralytics' NMS), the builder cut that selection off too (ncnn has no
+comparison layer) and the runner makes it here, first (settings "best_class").
 
 Precision is set explicitly, never left to ncnn's defaults: on a CPU with fp16 arithmetic (ARMv8.2+,
 i.e. every Jetson Orin and Raspberry Pi 5) ncnn turns fp16 storage and arithmetic on by itself, which
@@ -50,6 +52,7 @@ class Runner(RunnerBase):
         self._inputs: List[Dict[str, Any]] = settings["inputs"]
         self._outputs: List[Dict[str, Any]] = settings["outputs"]
         self._nms = NMSParams(**settings["nms"]) if settings.get("nms") else None
+        self._best_class = bool(settings.get("best_class"))  # Ultralytics' best class per box, made on the host
         self._argmax: List[Dict[str, Any]] = settings.get("argmax") or []  # segmentation labels, made on the host
         self.inputs = [TensorSpec(i["name"], ("batch", *i["shape"]), "float32") for i in self._inputs]
         names = (["num_dets", "boxes", "scores", "labels"] if self._nms
@@ -67,7 +70,10 @@ class Runner(RunnerBase):
         if self._nms is None:
             return outputs
         start = time.perf_counter()
-        result = nms_reference(outputs["boxes"], outputs["scores"], self._nms)
+        scores = outputs["scores"]
+        if self._best_class:  # the graph's Where(scores >= max over classes, scores, 0), in the same float32
+            scores = np.where(scores >= scores.max(axis=2, keepdims=True), scores, np.float32(0))
+        result = nms_reference(outputs["boxes"], scores, self._nms)
         self.host_seconds += time.perf_counter() - start
         return result
 

@@ -4,7 +4,9 @@ Why pnnx from the ONNX, and not onnx2ncnn or pnnx from TorchScript: onnx2ncnn is
 (pnnx replaces it); pnnx traced from TorchScript would convert a different graph than the one every other
 backend verified (our adapters export with the dynamo exporter). pnnx's ONNX front end converts
 the graph that model.onnx holds, with the same post-processing split: for detectors the graph before the
-NMS (ncnn has no NonMaxSuppression), which the runner finishes on the host (backends/ncnn.py).
+NMS (ncnn has no NonMaxSuppression), which the runner finishes on the host (backends/ncnn.py), and before a
+best-class selection (ncnn has no comparison). A pnnx fault (one-axis reductions) is worked around here,
+before it runs: see _sums_as_matmuls.
 
 A graph op ncnn cannot run is refused here, naming the op, before pnnx is started.
 """
@@ -15,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
+
+import numpy as np
 
 from edgevision.backends.base import unknown_options
 from edgevision.builders import BuildContext
@@ -51,6 +55,7 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
     detection = context.pre_nms is not None
     model = onnx.load(str(context.pre_nms if detection else onnx_path))
     model, argmax = _host_argmax(model)
+    model, best_class = _host_best_class(model) if detection else (model, False)
     _check_ops(model)
     inputs, outputs = _tensors(model)
     _convert(pnnx.EXEC_PATH, model, inputs, out_dir, fp16=precision == "fp16")
@@ -68,8 +73,10 @@ def build(onnx_path: Path, out_dir: Path, precision: str, device: str, options: 
         "inputs": [{**spec, "blob": blob} for spec, blob in zip(inputs, blobs["in"])],
         "outputs": [{**spec, "blob": blob} for spec, blob in zip(outputs, blobs["out"])],
         "nms": context.nms.to_dict() if detection and context.nms is not None else None,
+        "best_class": best_class,
         "argmax": argmax,
-        "host_postprocessing": "canonical NMS (numpy)" if detection else ("argmax (numpy)" if argmax else None),
+        "host_postprocessing": (("best class per box, " if best_class else "") + "canonical NMS (numpy)" if detection
+                                else ("argmax (numpy)" if argmax else None)),
     }
 
 
@@ -96,6 +103,33 @@ def _host_argmax(model: Any) -> tuple[Any, List[Dict[str, Any]]]:
     kept = [o for o in outputs if o not in {h["name"] for h in host}]
     pruned = onnx.utils.Extractor(model).extract_model([i.name for i in model.graph.input], kept)
     return pruned, host
+
+
+def _host_best_class(model: Any) -> tuple[Any, bool]:
+    """Ultralytics' NMS lets each box compete for its best class only: its graph zeroes the other classes'
+    scores, Where(scores >= ReduceMax(scores), scores, 0), and pnnx has no ncnn layer for that (ncnn has no
+    comparison). The runner does it on the host instead: returns the graph ending at the scores before it,
+    and whether it was cut there."""
+    import onnx
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    where = producer.get("scores")
+    if where is None or where.op_type != "Where":
+        return model, False
+    compare, raw = producer.get(where.input[0]), where.input[1]
+    best = producer.get(compare.input[1]) if compare is not None and compare.op_type == "GreaterOrEqual" \
+        and compare.input[0] == raw else None
+    if best is None or best.op_type != "ReduceMax" or best.input[0] != raw:
+        raise BackendError("ncnn: the detector's 'scores' output is a Where that is not a best-class selection; "
+                           "this runner cannot finish it on the host")
+    pruned = onnx.utils.Extractor(model).extract_model([i.name for i in model.graph.input], ["boxes", raw])
+    for node in pruned.graph.node:
+        node.input[:] = ["scores" if x == raw else x for x in node.input]
+        node.output[:] = ["scores" if x == raw else x for x in node.output]
+    for value in pruned.graph.output:
+        if value.name == raw:
+            value.name = "scores"
+    return pruned, True
 
 
 def _check_ops(model: Any) -> None:
@@ -133,6 +167,7 @@ def _convert(exe: str, model: Any, inputs: List[Dict[str, Any]], out_dir: Path, 
 
     for value in model.graph.input:  # ncnn has no batch: pin it to 1
         value.type.tensor_type.shape.dim[0].dim_value = 1
+    model = _sums_as_matmuls(model)
     shapes = ",".join("[1," + ",".join(map(str, i["shape"])) + "]" for i in inputs)
     with tempfile.TemporaryDirectory(prefix="pnnx-") as scratch:
         source = Path(scratch) / "model.onnx"
@@ -146,6 +181,46 @@ def _convert(exe: str, model: Any, inputs: List[Dict[str, Any]], out_dir: Path, 
     if done.returncode != 0 or not (out_dir / "model.ncnn.param").is_file():
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
         raise BackendError(f"ncnn: pnnx failed to convert the graph (exit {done.returncode}): {' | '.join(tail)}")
+
+
+def _sums_as_matmuls(model: Any) -> Any:
+    """pnnx (20261020) drops the axis of an opset-13+ reduction over one axis (the axes come as an input): the
+    ncnn Reduction it writes reduces nothing (Ultralytics' DFL came out [4,16,N] instead of [4,N]; over two or
+    more axes, as a MobileNetV3's squeeze-excite means, it keeps them). Each ReduceSum / ReduceMean over one
+    constant axis becomes what pnnx converts faithfully: the axis moved last, a MatMul with a column of ones
+    (or 1/n for a mean), and a Reshape to the reduced shape (the batch is pinned to 1 here, so every shape is
+    static). Any other reduction over one axis is refused, naming it."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        axes = constants.get(node.input[1]) if node.op_type.startswith("Reduce") and len(node.input) > 1 else None
+        if axes is None or axes.size != 1:
+            nodes.append(node)
+            continue
+        rank, attrs = len(shapes.get(node.input[0], [])), {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type not in ("ReduceSum", "ReduceMean") or not rank or 0 in shapes[node.input[0]]:
+            raise BackendError(f"ncnn: pnnx converts {node.op_type} '{node.name}' over one axis without its axis; "
+                               "this builder rewrites only ReduceSum and ReduceMean (of a known shape)")
+        axis, dims = int(axes.reshape(-1)[0]) % rank, shapes[node.input[0]]
+        perm = [i for i in range(rank) if i != axis] + [axis]
+        out = ([1 if i == axis else d for i, d in enumerate(dims)] if attrs.get("keepdims", 1)
+               else [d for i, d in enumerate(dims) if i != axis])
+        column = np.full((dims[axis], 1), 1.0 if node.op_type == "ReduceSum" else 1.0 / dims[axis], np.float32)
+        tag = node.output[0]
+        model.graph.initializer.extend([numpy_helper.from_array(column, f"{tag}/column"),
+                                        numpy_helper.from_array(np.array(out, np.int64), f"{tag}/shape")])
+        nodes += [helper.make_node("Transpose", [node.input[0]], [f"{tag}/moved"], perm=perm),
+                  helper.make_node("MatMul", [f"{tag}/moved", f"{tag}/column"], [f"{tag}/reduced"]),
+                  helper.make_node("Reshape", [f"{tag}/reduced", f"{tag}/shape"], [tag])]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
 
 
 def _blob_names(param: Path) -> Dict[str, List[str]]:
