@@ -31,6 +31,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# The fast tier, `pytest -m "not slow"`, leaves out what trains a model or compiles a large one: a test that
+# needs one of these fixtures is marked slow here (besides the tests marked by hand). CI runs everything.
+SLOW_FIXTURES = {"quickstart", "detector", "maskrcnn_artifact", "keypointrcnn_artifact", "frcnn", "trained_frcnn", "yolo",
+                 "arm"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def openvino_runs_bf16() -> bool:
     """Whether OpenVINO's CPU plugin has bf16 kernels here (AVX-512 BF16 or AMX; older CPUs run an
     f32 fallback when bf16 is asked for). Hosts differ: an Intel Xeon with AMX, an AMD EPYC without."""

@@ -120,6 +120,7 @@ def test_ssdlite_artifact_parity_and_runtime(compiled) -> None:  # noqa: ANN001
     assert len(coco) == 2 and coco[0]["image_id"] == 7 and len(coco[0]["bbox"]) == 4
 
 
+@pytest.mark.slow
 def test_parity_that_compared_nothing_fails_and_no_detections_is_an_empty_result(build_root) -> None:  # noqa: ANN001
     """Issue 15, item 2: zero detections in PyTorch and in the artifact is not a match, it is nothing checked."""
     data = recipe_dict("ssdlite_strict", "detection", "ssdlite320_mobilenet_v3_large", 160, build_root,

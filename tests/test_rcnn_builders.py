@@ -34,6 +34,7 @@ def test_every_rcnn_builder_is_covered() -> None:
     assert names == covered
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("builder,task", BUILDERS, ids=[b for b, _ in BUILDERS])
 def test_rcnn_builder_compiles_and_matches_torchvision(compiled, builder: str, task: str) -> None:  # noqa: ANN001
     manifest, _ = compiled(f"builder-{builder}", task, builder, 128, model={"kwargs": SMALL}, **CHEAP)

@@ -56,6 +56,7 @@ def test_tensorrt_variant_needs_tensorrt_to_load(trt_artifact) -> None:  # noqa:
         assert model.variant.backend == "onnxruntime"
 
 
+@pytest.mark.slow
 def test_onnx_nms_form_on_request(compiled) -> None:  # noqa: ANN001
     manifest, root = compiled("ssdlite_trt_onnx", "detection", "ssdlite320_mobilenet_v3_large", 160,
                               export={"nms": {"score_threshold": 0.3}},
@@ -92,6 +93,7 @@ def test_nms_form_defaults_by_tensorrt_version() -> None:
         choose_nms_form("batched", None)
 
 
+@pytest.mark.slow
 def test_bad_tensorrt_settings_fail_the_variant(compiled) -> None:  # noqa: ANN001
     from edgevision.errors import RecipeError, VerificationFailed
 

@@ -61,6 +61,7 @@ def test_segmentation_predictor_is_thread_safe(unet_artifact, variant: str) -> N
         _hammer(model)
 
 
+@pytest.mark.slow
 def test_pytorch_reference_predictor_is_thread_safe(compiled) -> None:  # noqa: ANN001
     from edgevision.artifact import read_manifest
     from edgevision.verify.reference import reference_predictor

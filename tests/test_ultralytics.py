@@ -235,6 +235,7 @@ def test_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
                       "targets": [{"backend": "onnxruntime", "precision": "fp32"}]})
 
 
+@pytest.mark.slow
 def test_an_ultralytics_training_compiles_with_its_own_map(tmp_path: Path) -> None:
     """Ultralytics trains YOLOv8n briefly on shapes images written in its own format; edgevision
     compiles the checkpoint it saves for ONNX Runtime and ncnn (fp32, fp16) and scores the same validation
