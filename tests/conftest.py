@@ -31,6 +31,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per CPU this process may run on (what taskset or a container's cpuset allows,
+    hyper-threads included: xdist's own count takes physical cores, 1 on a VM whose 2 vCPUs are one core's two
+    threads), at most 4 (a worker holds several GB at its peak). PYTEST_XDIST_AUTO_NUM_WORKERS overrides it."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").isdigit():
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 # The fast tier, `pytest -m "not slow"`, leaves out what trains a model or compiles a large one: a test that
 # needs one of these fixtures is marked slow here (besides the tests marked by hand). CI runs everything.
 SLOW_FIXTURES = {"quickstart", "detector", "maskrcnn_artifact", "keypointrcnn_artifact", "frcnn", "trained_frcnn", "yolo",
