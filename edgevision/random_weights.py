@@ -53,6 +53,10 @@ def reestimated_checkpoint(recipe_data: dict, path: Path, images: int = 16,
             spread_class_logits(core, pixels)
             say("class head: last convolutions rescaled so its logits on the shapes images are N(-4, 1.5^2) "
                 "(random weights otherwise saturate every score at 1.0: ties)")
+        elif hasattr(getattr(core, "head", None), "dec_score_head"):  # RT-DETR
+            spread_query_logits(core, pixels)
+            say("decoder class head: last layer rescaled so its logits on the shapes images are N(-4, 1.5^2) per "
+                "class (random weights otherwise give every query one class at one score: ties)")
         elif hasattr(getattr(getattr(model, "head", None), "classification_head", None), "cls_logits"):  # RetinaNet, FCOS
             spread_prior_logits(model, pixels)
             say("class head: last convolution rescaled so some scores pass the model's threshold (random weights "
@@ -102,6 +106,26 @@ def spread_class_logits(adapter: nn.Module, images: torch.Tensor, mean: float = 
             scale = std / float(logits.std().clamp(min=1e-6))
             last.weight.mul_(scale)
             last.bias.copy_(mean - scale * logits.mean(dim=(0, 2, 3)))
+
+
+def spread_query_logits(adapter: nn.Module, images: torch.Tensor, mean: float = -4.0, std: float = 1.5) -> None:
+    """RT-DETR: rescale the last decoder layer's class head (a Linear over the query embeddings) so
+    that its logits on `images` are N(mean, std^2) for every class. Random weights give every query
+    nearly the same embedding direction: one class wins everywhere at one score (0.62), 300 ties."""
+    last = adapter.head.dec_score_head[-1]
+    seen: list[torch.Tensor] = []
+    hook = last.register_forward_hook(lambda _m, args, _out: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            adapter(images)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        logits = (seen[-1] @ last.weight.T).flatten(0, -2)  # [B*queries, C]
+        centred = logits - logits.mean(dim=0)
+        scale = std / float(centred.std().clamp(min=1e-6))
+        last.weight.mul_(scale)
+        last.bias.copy_(mean - scale * logits.mean(dim=0))
 
 
 def spread_prior_logits(model: nn.Module, images: torch.Tensor, std: float = 1.5) -> None:

@@ -76,7 +76,10 @@ class InputSection(_Strict):
                                                                               "channel, on 0..1 pixels.")
     std: Annotated[tuple[Std, Std, Std], BeforeValidator(_tuple)] = Field(InputSpec.std, description="Per channel, on 0..1 pixels (0.001..10).")
     channel_order: Literal["rgb", "bgr"] = Field(InputSpec.channel_order, description="Channel order the network expects.")
-    resize: Literal["stretch", "letterbox"] = InputSpec.resize
+    resize: Literal["stretch", "letterbox", "center_crop"] = Field(
+        InputSpec.resize, description="stretch: the whole image to size; letterbox: scaled to fit, centred, padded "
+        "with pad_value; center_crop (classification): scaled so the shorter side fills it, the centre cropped "
+        "(Ultralytics' and torchvision's Resize + CenterCrop).")
     pad_value: int = Field(InputSpec.pad_value, ge=0, le=255, description="Letterbox padding value (0..255).")
     layout: Literal["nchw", "nhwc"] = InputSpec.layout
 
@@ -317,6 +320,9 @@ class Recipe(_Strict):
             if info.tasks is not None and self.task is not None and self.task not in info.tasks:  # None: from the source
                 why = info.refusal(self.task) or f"it carries {', '.join(info.tasks)}"
                 raise ValueError(f"targets[{i}]: backend '{target.backend}' cannot carry task '{self.task}': {why}")
+        if getattr(self.input, "resize", None) == "center_crop" and self.task not in (None, "classification"):
+            raise ValueError(f"input.resize: center_crop is for task classification (it cuts off the image's edges, "
+                             f"where task '{self.task}' has results); use letterbox or stretch")
         if self.export.proposals is not None and self.task != "detection":
             raise ValueError(f"export.proposals: external-proposal mode is for task detection, not '{self.task}'")
         if self.export.proposals is not None and any(t.precision == "int8" for t in self.targets):

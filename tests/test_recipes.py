@@ -19,7 +19,8 @@ FAMILIES = {  # the README's families -> the builder its example recipe uses
     "fcos": "fcos_resnet50_fpn", "yolo": "yolo", "faster r-cnn": "fasterrcnn_mobilenet_v3_large_fpn",
     "r-cnn on proposals": "mobilenet_v3_small", "mask r-cnn": "maskrcnn_resnet50_fpn_v2",
     "keypoint r-cnn": "keypointrcnn_resnet50_fpn", "deeplab": "deeplabv3_mobilenet_v3_large", "fcn": "fcn_resnet50",
-    "u-net": "unet", "segnet": "segnet", "ultralytics": "ultralytics:yolov8n.yaml", "timm": "timm:efficientnet_b0",
+    "u-net": "unet", "segnet": "segnet", "ultralytics": "ultralytics:yolov8n.yaml",
+    "ultralytics classify": "ultralytics:yolo26n-cls.yaml", "rt-detr": "ultralytics:rtdetr-l.yaml", "timm": "timm:efficientnet_b0",
 }
 
 

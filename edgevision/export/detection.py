@@ -117,11 +117,16 @@ def detection_adapter(model: nn.Module, size: tuple[int, int], task: str = "dete
     end2end: the recipe's export.end2end (Ultralytics heads with a one-to-one branch only)."""
     from edgevision.export.proposals import ProposalAdapter
     from edgevision.export.two_stage import SUPPORTED as TWO_STAGE, TwoStageAdapter, is_two_stage
+    from edgevision.export.rtdetr import RTDETRAdapter, is_rtdetr
     from edgevision.export.ultralytics import UltralyticsAdapter, is_ultralytics
 
     if is_ultralytics(model):
         if proposals is not None:
             raise ExportError("export.proposals is for torchvision R-CNNs; an Ultralytics model takes images only")
+        if is_rtdetr(model):
+            if end2end is not None:
+                raise ExportError("export.end2end: RT-DETR has one head, a set predictor without NMS: remove it")
+            return RTDETRAdapter(model, size, task)
         return UltralyticsAdapter(model, size, task, end2end)
     if end2end is not None:
         raise ExportError("export.end2end chooses the branch of an Ultralytics head that has a one-to-one (NMS-free) "

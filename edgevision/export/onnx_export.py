@@ -74,6 +74,11 @@ class ExportWrapper(nn.Module):
             out = out["out"]
         elif hasattr(out, "logits"):  # HuggingFace-style output objects
             out = out.logits
+        elif isinstance(out, tuple) and type(self.model).__name__ == "ClassificationModel":
+            out = out[1]  # Ultralytics' Classify head in eval: (probabilities, logits)
+        elif type(self.model).__name__ == "SemanticSegmentationModel" and not self.training:
+            # Ultralytics' SemanticSegment head: logits at 1/8 of the input, upsampled as its export and predictor do
+            out = nn.functional.interpolate(out, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
         if self.task == "segmentation" and self.argmax:
             return out, out.argmax(dim=1).to(torch.int32)
         return out

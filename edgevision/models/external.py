@@ -1,4 +1,4 @@
-"""Models trained elsewhere: Ultralytics YOLO (detect, segment, pose) and timm classifiers.
+"""Models trained elsewhere: Ultralytics YOLO (classify, detect, segment, pose, semantic), RT-DETR and timm classifiers.
 
 Sources (recipe `model.source`):
   ultralytics               + model.checkpoint: an Ultralytics checkpoint (best.pt). It is a
@@ -24,7 +24,8 @@ from edgevision.errors import ModelSourceError
 
 ULTRALYTICS = "ultralytics"
 TIMM = "timm:"
-ULTRALYTICS_TASKS = {"detect": "detection", "segment": "instance_segmentation", "pose": "keypoints"}
+ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "segment": "instance_segmentation",
+                     "pose": "keypoints", "semantic": "segmentation"}
 
 
 def is_ultralytics(source: str) -> bool:
@@ -155,7 +156,7 @@ def _task_of(model: Any, source: str) -> str:
     from ultralytics.nn.tasks import guess_model_task
 
     try:
-        task = getattr(model, "task", None) or guess_model_task(model)
+        task = getattr(model, "task", None) or ("detect" if _is_rtdetr(model) else guess_model_task(model))
     except Exception:  # Ultralytics raises or warns on heads it does not know
         task = None
     if task not in ULTRALYTICS_TASKS:
@@ -177,13 +178,16 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
 
         model = copy.deepcopy(_checkpoint(spec)[0])  # the cached one stays as read
     else:
-        from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel
+        from ultralytics.nn.tasks import (ClassificationModel, DetectionModel, PoseModel, RTDETRDetectionModel,
+                                          SegmentationModel, SemanticSegmentationModel)
 
         cfg = _yaml_dict(config)
-        kind = {"detection": DetectionModel, "instance_segmentation": SegmentationModel, "keypoints": PoseModel}
+        kind = {"classification": ClassificationModel, "detection": DetectionModel, "instance_segmentation":
+                SegmentationModel, "keypoints": PoseModel, "segmentation": SemanticSegmentationModel}[_task_of(cfg, spec.source)]
+        kind = RTDETRDetectionModel if _is_rtdetr(cfg) else kind
         nc = spec.classes if spec.classes is not None else cfg.get("nc")
         try:
-            model = kind[_task_of(cfg, spec.source)](cfg, nc=nc, verbose=False, **spec.kwargs)
+            model = kind(cfg, nc=nc, verbose=False, **spec.kwargs)
         except TypeError as e:
             raise ModelSourceError(f"model.source '{spec.source}': cannot build with kwargs {sorted(spec.kwargs)}: {e}") from None
         if load_checkpoint and spec.checkpoint is not None:
@@ -196,23 +200,39 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
     return model.float().eval()
 
 
+def _is_rtdetr(model: Any) -> bool:
+    """Whether a model YAML (dict) or an Ultralytics model ends in RT-DETR's decoder head."""
+    head = model["head"][-1] if isinstance(model, dict) else model.model[-1]
+    return (head[2] if isinstance(head, list) else type(head).__name__) == "RTDETRDecoder"
+
+
 def _ultralytics_defaults(spec: Any) -> dict[str, Any]:
     config = _yaml_of(spec.source)
     if config is None:
         net, ckpt = _checkpoint(spec)
-        size = (ckpt.get("train_args") or {}).get("imgsz", 640)
+        task = _task_of(net, spec.source)
+        size = (ckpt.get("train_args") or {}).get("imgsz", 224 if task == "classification" else 640)
         names = getattr(net, "names", None) or {}
         out: dict[str, Any] = {"labels": [str(names[i]) for i in sorted(names)]} if names else {}
     else:
-        net, size, out = _yaml_dict(config), 640, {}
+        net, out = _yaml_dict(config), {}
+        task = _task_of(net, spec.source)
+        size = 224 if task == "classification" else 640  # Ultralytics' default imgsz per task
         if net.get("names"):
             out["labels"] = [str(n) for n in (net["names"].values() if isinstance(net["names"], dict) else net["names"])]
         elif net.get("nc"):
             out["num_classes"] = int(net["nc"])
     size = [size, size] if isinstance(size, int) else list(size)
+    # Ultralytics' pre-processing: RGB / 255; detectors letterbox (padded with 114); classifiers take
+    # classify_transforms (a square input: the shorter side resized, the centre cropped; else stretched);
+    # RT-DETR's predictor stretches the image to the input (scale_fill)
+    if task == "classification":
+        resize = "center_crop" if size[0] == size[1] else "stretch"
+    else:
+        resize = "stretch" if _is_rtdetr(net) else "letterbox"
     out["input"] = {"size": size, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "channel_order": "rgb",
-                    "resize": "letterbox", "pad_value": 114}
-    out["task"] = _task_of(net, spec.source)
+                    "resize": resize, "pad_value": 114}
+    out["task"] = task
     return out
 
 

@@ -1,4 +1,4 @@
-"""Image -> network input: resize (stretch or letterbox), normalise, layout, in OpenCV.
+"""Image -> network input: resize (stretch, letterbox or center_crop), normalise, layout, in OpenCV.
 
 The same code feeds every backend and the PyTorch reference, so parity measures the engines,
 not the pre-processing. Resizing is bilinear with half-pixel centres, shrinking in steps of at
@@ -20,7 +20,8 @@ from edgevision.records import InputSpec
 
 @dataclass(frozen=True)
 class Transform:
-    """Maps network-input pixels back to original pixels: x_orig = (x_net - pad_x) / scale_x."""
+    """Maps network-input pixels back to original pixels: x_orig = (x_net - pad_x) / scale_x (a
+    center_crop's pad is negative: the cut-off margin)."""
 
     scale_x: float
     scale_y: float
@@ -51,6 +52,13 @@ def plan(height: int, width: int, spec: InputSpec) -> Transform:
     oh, ow = spec.size
     if spec.resize == "stretch":
         return Transform(ow / width, oh / height, 0, 0, width, height, (0, 0, ow, oh))
+    if spec.resize == "center_crop":  # torchvision's Resize(shorter side) then CenterCrop: its sizes and offsets
+        if oh * width >= ow * height:
+            nh, nw = oh, max(ow, int(oh * width / height))
+        else:
+            nh, nw = max(oh, int(ow * height / width)), ow
+        top, left = int(round((nh - oh) / 2.0)), int(round((nw - ow) / 2.0))
+        return Transform(nw / width, nh / height, -left, -top, width, height, (0, 0, ow, oh))
     scale = min(oh / height, ow / width)
     nh, nw = max(1, round(height * scale)), max(1, round(width * scale))
     top, left = (oh - nh) // 2, (ow - nw) // 2
@@ -118,7 +126,12 @@ def preprocess(images: Sequence[np.ndarray], spec: InputSpec, bgr: bool = False)
     for k, img in enumerate(images):
         t = plan(img.shape[0], img.shape[1], spec)
         x0, y0, x1, y1 = t.content
-        pixels = resize(np.ascontiguousarray(img, dtype=np.uint8), y1 - y0, x1 - x0)
+        if t.pad_x < 0 or t.pad_y < 0:  # center_crop: resize beyond the input, keep its centre
+            top, left = -t.pad_y, -t.pad_x
+            pixels = resize(np.ascontiguousarray(img, dtype=np.uint8), round(t.scale_y * t.height), round(t.scale_x * t.width))
+            pixels = np.ascontiguousarray(pixels[top:top + oh, left:left + ow])
+        else:
+            pixels = resize(np.ascontiguousarray(img, dtype=np.uint8), y1 - y0, x1 - x0)
         if (x0, y0, x1, y1) != (0, 0, ow, oh):
             canvas = np.full((oh, ow, 3), spec.pad_value, dtype=np.uint8)
             canvas[y0:y1, x0:x1] = pixels

@@ -122,6 +122,10 @@ class _Cached:
 
 def _loss_function(recipe: Recipe, model: nn.Module, dataset: Dataset) -> Callable[[torch.Tensor, Any], torch.Tensor]:
     """(pre-processed batch, targets) -> training loss, for the recipe's task and model."""
+    if recipe.task != "classification" and type(model).__module__.startswith("ultralytics."):
+        raise RecipeError(f"train: edgevision trains Ultralytics classifiers only; train this {recipe.task} model with "
+                          "Ultralytics' own trainer (yolo train model=... data=...), then set model.source: ultralytics "
+                          "and model.checkpoint: its best.pt")
     if recipe.task in ("detection", "instance_segmentation") and is_torchvision_detector(model):
         labels = list(recipe.model.labels or [])
         if background_is_class_zero(model) and labels and labels[0] in dataset.categories:
