@@ -24,7 +24,7 @@ from edgevision.recipe_types import Count, SafePath, Seed, Text, _Strict, _tuple
 from edgevision.recipe_yaml import parse_yaml, read_recipe_text
 from edgevision.tasks import default_tolerance
 
-Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints"]
+Task = Literal["classification", "segmentation", "detection", "instance_segmentation", "keypoints", "oriented_detection"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 Backend = Literal[tuple(BACKENDS)]  # type: ignore[valid-type]  # the backend table, backends/base.py
 
@@ -323,6 +323,9 @@ class Recipe(_Strict):
         if getattr(self.input, "resize", None) == "center_crop" and self.task not in (None, "classification"):
             raise ValueError(f"input.resize: center_crop is for task classification (it cuts off the image's edges, "
                              f"where task '{self.task}' has results); use letterbox or stretch")
+        if getattr(self.input, "resize", None) == "stretch" and self.task == "oriented_detection":
+            raise ValueError("input.resize: stretch would turn rotated boxes into parallelograms; oriented_detection "
+                             "needs letterbox (Ultralytics' own)")
         if self.export.proposals is not None and self.task != "detection":
             raise ValueError(f"export.proposals: external-proposal mode is for task detection, not '{self.task}'")
         if self.export.proposals is not None and any(t.precision == "int8" for t in self.targets):

@@ -3,13 +3,14 @@ compile side and runtime side, reads these facts from here."""
 
 from __future__ import annotations
 
-TASKS = ("classification", "segmentation", "detection", "instance_segmentation", "keypoints")
-DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints")  # their results are Detections
+TASKS = ("classification", "segmentation", "detection", "instance_segmentation", "keypoints", "oriented_detection")
+# their results are Detections (oriented_detection: rotated boxes too, d.rotated; d.boxes are the boxes around them)
+DETECTION_TASKS = ("detection", "instance_segmentation", "keypoints", "oriented_detection")
 # The accuracy metric of each task (the key in manifest / report accuracy dicts) and its title.
 METRIC = {"segmentation": "miou", "classification": "top1", "detection": "map", "instance_segmentation": "mask_map",
-          "keypoints": "map"}
+          "keypoints": "map", "oriented_detection": "map"}
 METRIC_TITLE = {"segmentation": "mIoU", "classification": "top-1", "detection": "mAP", "instance_segmentation": "mask mAP",
-                "keypoints": "box mAP"}
+                "keypoints": "box mAP", "oriented_detection": "box mAP"}
 
 # Default parity limits against PyTorch FP32 per precision (recipe.Tolerance's fields; a recipe's
 # verify.tolerances overrides them). Detection-like tasks: agreement = matched detections,

@@ -97,7 +97,7 @@ def ultralytics_reference(model: nn.Module, images: torch.Tensor, conf: float = 
                           max_det: int = 300, end2end: bool = False) -> list[dict[str, np.ndarray]]:
     """Ultralytics' own inference and `non_max_suppression` (its predictor's defaults: best class per
     box, class-aware) on the same tensors; masks by its `process_mask` at network size, keypoints
-    [n,K,3] in network pixels. The parity oracle for YOLO artifacts. end2end: the one-to-one head, as
+    [n,K,3] in network pixels; OBB heads: its rotated NMS, rboxes [n,5] (cx, cy, w, h, angle). The parity oracle for YOLO artifacts. end2end: the one-to-one head, as
     Ultralytics' predictor with nms=False runs it (the head's own top-k, then the score filter)."""
     from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import process_mask
@@ -113,10 +113,15 @@ def ultralytics_reference(model: nn.Module, images: torch.Tensor, conf: float = 
         if end2end:
             head.end2end = was
     preds, proto = out if isinstance(out, tuple) else (out, None)
+    rotated = type(head).__name__ in ("OBB", "OBB26")  # rows: x, y, w, h, score, class, angle
     results = []
-    for i, d in enumerate(non_max_suppression(preds, conf, iou, max_det=max_det, nc=len(model.names), end2end=end2end)):
+    for i, d in enumerate(non_max_suppression(preds, conf, iou, max_det=max_det, nc=len(model.names), end2end=end2end,
+                                              rotated=rotated)):
         r = {"boxes": d[:, :4].numpy(), "scores": d[:, 4].numpy(), "labels": d[:, 5].long().numpy()}
-        if proto is not None:
+        if rotated:
+            r["rboxes"] = torch.cat([d[:, :4], d[:, 6:7]], dim=1).numpy()
+            del r["boxes"]
+        elif proto is not None:
             r["masks"] = process_mask(proto[i], d[:, 6:], d[:, :4], images.shape[2:], upsample=True).bool().numpy()
         elif d.shape[1] > 6:
             r["keypoints"] = d[:, 6:].reshape(len(d), *model.model[-1].kpt_shape).numpy()

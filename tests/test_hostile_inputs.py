@@ -129,9 +129,15 @@ def test_ultralytics_yaml_that_is_no_model_and_unknown_heads(tmp_path: Path) -> 
     not_a_model.write_text("path: /data\nnames: {0: a}\n")
     with pytest.raises(ModelSourceError, match="not an Ultralytics model YAML .it needs 'backbone'"):
         build_model(ModelSpec(source=f"ultralytics:{not_a_model}", labels=["a"]))
-    with pytest.raises(ModelSourceError) as e:  # RT-DETR: a head Ultralytics' task guess does not name ("'None' model")
-        build_model(ModelSpec(source="ultralytics:rtdetr-l.yaml", labels=["a", "b"]))
-    assert "whose head (RTDETRDecoder) edgevision does not know" in str(e.value) and "'None'" not in str(e.value)
+    with pytest.raises(ModelSourceError) as e:  # a task edgevision has none for, named (never "'None' model")
+        build_model(ModelSpec(source="ultralytics:yolo26n-depth.yaml", labels=["a", "b"]))
+    assert "an Ultralytics 'depth' model; edgevision compiles Ultralytics classify" in str(e.value)
+    assert "'None'" not in str(e.value)
+    head = tmp_path / "odd.yaml"  # a head Ultralytics' task guess does not know: named by its class
+    head.write_text("nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\nhead:\n  - [-1, 1, nn.Identity, []]\n")
+    with pytest.raises(ModelSourceError) as e:
+        build_model(ModelSpec(source=f"ultralytics:{head}", labels=["a", "b"]))
+    assert "whose head (nn.Identity) edgevision does not know" in str(e.value), str(e.value)
 
 
 def test_a_source_that_keeps_dropping_is_given_up_on_and_ffmpeg_stays_quiet(detector: Path) -> None:

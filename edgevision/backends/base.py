@@ -54,7 +54,8 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
                 ("instance_segmentation", "its graphs keep the NMS inside (masks follow the kept detections; "
                                           "Mask R-CNN also RoI Align), and ncnn has no NMS layer"),
                 ("keypoints", "its graphs keep the NMS inside (keypoints follow the kept detections; Keypoint R-CNN "
-                              "also RoI Align), and ncnn has no NMS layer"))),
+                              "also RoI Align), and ncnn has no NMS layer"),
+                ("oriented_detection", "its rotated NMS is in the graph and ncnn has no comparison layer to run it"))),
 )}
 
 

@@ -41,11 +41,13 @@ from edgevision.export.rcnn_ops import nms_keep_mask
 from edgevision.ops.nms import NMSParams
 
 HEADS = {"Detect": "detection", "v10Detect": "detection", "Segment": "instance_segmentation",
-         "Segment26": "instance_segmentation", "Pose": "keypoints", "Pose26": "keypoints"}
+         "Segment26": "instance_segmentation", "Pose": "keypoints", "Pose26": "keypoints", "OBB": "oriented_detection",
+         "OBB26": "oriented_detection"}
 BRANCHES = {False: "one-to-many (NMS)", True: "one-to-one (NMS-free top-k)"}
 OUTPUTS = {"detection": ["boxes", "scores"],
            "keypoints": ["num_dets", "boxes", "scores", "labels", "keypoints"],
-           "instance_segmentation": ["num_dets", "boxes", "scores", "labels", "mask_coefficients", "protos"]}
+           "instance_segmentation": ["num_dets", "boxes", "scores", "labels", "mask_coefficients", "protos"],
+           "oriented_detection": ["num_dets", "boxes", "scores", "labels", "rboxes"]}
 
 
 def is_ultralytics(model: nn.Module) -> bool:
@@ -79,8 +81,9 @@ class UltralyticsAdapter(nn.Module):
         anchors, strides = make_anchors(feats, self.head.stride, 0.5)
         self.register_buffer("anchors", anchors.transpose(0, 1).unsqueeze(0), persistent=False)  # [1,2,N]
         self.register_buffer("strides", strides.transpose(0, 1), persistent=False)  # [1,N]
+        top_k = 1000 if task == "oriented_detection" else 30000  # the rotated NMS is a top_k x top_k matrix
         self.nms = NMSParams(score_threshold=0.25, iou_threshold=0.7, max_detections=300,
-                             pre_nms_top_k=min(30000, anchors.shape[0]))
+                             pre_nms_top_k=min(top_k, anchors.shape[0]))
         self.eval()
 
     @property
@@ -95,9 +98,12 @@ class UltralyticsAdapter(nn.Module):
         if self.end2end and multi_label is not None:
             raise ValueError("multi_label is for the one-to-many head's NMS; the one-to-one head's top-k already "
                              "ranks every (anchor, class) pair (class_agnostic: true keeps one class per anchor)")
-        if self.task != "detection" and not self.end2end and (given.get("class_agnostic") or multi_label):
-            raise ValueError("class_agnostic and multi_label are for task detection (the pose / segment NMS runs in "
-                             "the graph, per best class); remove them")
+        if self.task != "detection" and not self.end2end and multi_label:
+            raise ValueError("multi_label is for task detection (the pose / segment / OBB NMS runs in the graph, per "
+                             "best class); remove it")
+        if self.task in ("keypoints", "instance_segmentation") and not self.end2end and given.get("class_agnostic"):
+            raise ValueError("class_agnostic is for tasks detection and oriented_detection (the pose / segment NMS "
+                             "runs in the graph, per best class); remove it")
         self.multi_label = bool(multi_label)
         self.nms = NMSParams(**{**self.nms.to_dict(), **given})
         return self.nms
@@ -120,6 +126,8 @@ class UltralyticsAdapter(nn.Module):
         b = images.shape[0]
         dist = self.dfl(raw["boxes"]) * self.strides  # [B,4,N]: left, top, right, bottom in pixels
         centre = self.anchors * self.strides
+        if self.task == "oriented_detection":
+            return self.oriented(dist, centre, raw["angle"], raw["scores"].sigmoid().transpose(1, 2))
         boxes = torch.cat([centre - dist[:, :2], centre + dist[:, 2:]], dim=1).transpose(1, 2)  # [B,N,4] xyxy
         scores = raw["scores"].sigmoid().transpose(1, 2)  # [B,N,C]
         if self.task == "detection" and not self.end2end:
@@ -141,6 +149,29 @@ class UltralyticsAdapter(nn.Module):
         coefficients = self.gather(raw["mask_coefficient"].transpose(1, 2), index, num)
         protos = self.head.proto(feats if _is(self.head.proto, "Proto26") else feats[0])  # Proto26 fuses every level
         return num, boxes, best, labels, coefficients, protos
+
+    def oriented(self, dist: torch.Tensor, centre: torch.Tensor, angle: torch.Tensor, scores: torch.Tensor) -> Any:
+        """OBB heads: Ultralytics' dist2rbox in pixels (the distances rotated by the head's angle, radians:
+        OBB's sigmoid-mapped [-pi/4, 3pi/4], OBB26's raw), then its rotated NMS (export/obb.py) or the
+        one-to-one top-k -> num_dets, boxes (the axis-aligned boxes around them), scores, labels, rboxes [B,D,5]
+        (cx, cy, w, h, angle in network pixels)."""
+        from edgevision.export.obb import enclosing, rotated_nms
+
+        lt, rb = dist[:, :2], dist[:, 2:]
+        cos, sin = angle.cos(), angle.sin()
+        half_x, half_y = ((rb - lt) / 2).split(1, dim=1)
+        xy = torch.cat([half_x * cos - half_y * sin, half_x * sin + half_y * cos], dim=1) + centre
+        rboxes = torch.cat([xy, lt + rb, angle], dim=1).transpose(1, 2)  # [B,N,5]
+        if self.end2end:
+            num, found, best, labels, _ = self.top_k(rboxes, scores)
+        else:
+            p = self.nms
+            top, classes = scores.max(dim=2)
+            num, best, labels, index = rotated_nms(rboxes, top, classes, p.score_threshold, p.iou_threshold,
+                                                   p.pre_nms_top_k, p.max_detections, bool(p.class_agnostic))
+            found = self.gather(rboxes, index, num)
+        valid = (torch.arange(found.shape[1]).unsqueeze(0) < num).unsqueeze(-1).to(found.dtype)
+        return num, enclosing(found) * valid, best, labels, found
 
     def dfl(self, x: torch.Tensor) -> torch.Tensor:
         """Ultralytics' DFL (the expectation of a softmax over reg_max distance bins) as Mul + ReduceSum,

@@ -1,4 +1,5 @@
-"""Models trained elsewhere: Ultralytics YOLO (classify, detect, segment, pose, semantic), RT-DETR and timm classifiers.
+"""Models trained elsewhere: Ultralytics YOLO (classify, detect, segment, pose, semantic, OBB), RT-DETR and timm
+classifiers.
 
 Sources (recipe `model.source`):
   ultralytics               + model.checkpoint: an Ultralytics checkpoint (best.pt). It is a
@@ -25,7 +26,7 @@ from edgevision.errors import ModelSourceError
 ULTRALYTICS = "ultralytics"
 TIMM = "timm:"
 ULTRALYTICS_TASKS = {"classify": "classification", "detect": "detection", "segment": "instance_segmentation",
-                     "pose": "keypoints", "semantic": "segmentation"}
+                     "pose": "keypoints", "semantic": "segmentation", "obb": "oriented_detection"}
 
 
 def is_ultralytics(source: str) -> bool:
@@ -178,12 +179,13 @@ def build_ultralytics(spec: Any, load_checkpoint: bool = True) -> Any:
 
         model = copy.deepcopy(_checkpoint(spec)[0])  # the cached one stays as read
     else:
-        from ultralytics.nn.tasks import (ClassificationModel, DetectionModel, PoseModel, RTDETRDetectionModel,
-                                          SegmentationModel, SemanticSegmentationModel)
+        from ultralytics.nn.tasks import (ClassificationModel, DetectionModel, OBBModel, PoseModel,
+                                          RTDETRDetectionModel, SegmentationModel, SemanticSegmentationModel)
 
         cfg = _yaml_dict(config)
         kind = {"classification": ClassificationModel, "detection": DetectionModel, "instance_segmentation":
-                SegmentationModel, "keypoints": PoseModel, "segmentation": SemanticSegmentationModel}[_task_of(cfg, spec.source)]
+                SegmentationModel, "keypoints": PoseModel, "segmentation": SemanticSegmentationModel,
+                "oriented_detection": OBBModel}[_task_of(cfg, spec.source)]
         kind = RTDETRDetectionModel if _is_rtdetr(cfg) else kind
         nc = spec.classes if spec.classes is not None else cfg.get("nc")
         try:

@@ -1,4 +1,4 @@
-"""Draw results on images with OpenCV: boxes with label, score and track ID, instance masks,
+"""Draw results on images with OpenCV: boxes (rotated ones as polygons) with label, score and track ID, instance masks,
 keypoints with the COCO skeleton, segmentation overlays, class labels, and a status line (FPS,
 latency). Images are HxWx3 uint8 BGR, as OpenCV reads and writes them; the input is not modified.
 """
@@ -78,10 +78,14 @@ def _detections(out: np.ndarray, result: Detections, alpha: float) -> None:
             instance[masks[i]] = i + 1
         ids = np.concatenate([[0], result.class_ids + 1])
         _blend(out, colours[ids[instance]], instance > 0, alpha)
+    polygons = result.polygons
     for i, (box, score, cid, name) in enumerate(zip(result.boxes, result.scores, result.class_ids, result.names)):
         colour = tuple(int(v) for v in colours[int(cid) + 1])
         x0, y0, x1, y1 = (int(round(float(v))) for v in box)
-        cv2.rectangle(out, (x0, y0), (x1, y1), colour, 2)
+        if polygons is None:
+            cv2.rectangle(out, (x0, y0), (x1, y1), colour, 2)
+        else:  # the rotated box itself; its label above the box around it
+            cv2.polylines(out, [np.round(polygons[i]).astype(np.int32)], True, colour, 2)
         track = f" #{int(result.track_ids[i])}" if result.track_ids is not None and result.track_ids[i] >= 0 else ""
         _label(out, f"{name} {score:.2f}{track}", x0, max(y0 - 18, 0), colour)
         if result.keypoints is not None:

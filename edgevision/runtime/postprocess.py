@@ -79,7 +79,7 @@ def upsampled_argmax(logits: np.ndarray, height: int, width: int) -> np.ndarray:
 def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: List[str],
               net_size: Tuple[int, int]) -> Detections:
     """The NMS contract (num_dets, boxes, scores, labels; masks / keypoint_heatmaps of R-CNNs;
-    mask_coefficients + protos / keypoints of YOLO) -> Detections in original pixels."""
+    mask_coefficients + protos / keypoints of YOLO; rboxes of YOLO-OBB) -> Detections in original pixels."""
     from edgevision.runtime.instances import ProtoMasks, decode_keypoints
 
     n = int(np.asarray(outputs["num_dets"][index]).reshape(-1)[0])
@@ -101,6 +101,13 @@ def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: 
         points[..., 0] = (points[..., 0] - t.pad_x) / t.scale_x
         points[..., 1] = (points[..., 1] - t.pad_y) / t.scale_y
         extra.update(keypoints=points, keypoint_scores=scores)
+    if "rboxes" in outputs:  # OBB: cx, cy, w, h, angle; letterboxed, so one scale for both axes
+        rotated = outputs["rboxes"][index][:n].astype(np.float32).copy()
+        rotated[:, 0] = (rotated[:, 0] - t.pad_x) / t.scale_x
+        rotated[:, 1] = (rotated[:, 1] - t.pad_y) / t.scale_y
+        rotated[:, 2] /= t.scale_x
+        rotated[:, 3] /= t.scale_y
+        extra.update(rotated=rotated)
     if n == 0 and not extra:
         return Detections.empty(labels)
     return Detections(t.to_original(net_boxes), outputs["scores"][index][:n], outputs["labels"][index][:n], labels, **extra)

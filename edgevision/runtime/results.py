@@ -75,14 +75,15 @@ class Detections:
     Mask R-CNN: d.masks, boolean [N,H,W] at the original size (pasted when first read, so filter
     first to paste fewer), d.mask_probs [N,28,28], d.rle(). YOLO-seg: d.masks and d.rle() the same
     way, made from prototypes (d.mask_source). Keypoint R-CNN and YOLO-pose: d.keypoints [N,K,3]
-    (x, y, visibility 1, original pixels) and d.keypoint_scores [N,K]. From a stream with
-    tracking: d.track_ids [N].
+    (x, y, visibility 1, original pixels) and d.keypoint_scores [N,K]. YOLO-OBB: d.rotated [N,5]
+    (cx, cy, w, h, angle in radians, original pixels), d.polygons [N,4,2] (their corners); d.boxes are
+    the axis-aligned boxes around them. From a stream with tracking: d.track_ids [N].
     """
 
     def __init__(self, boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, labels: Optional[List[str]] = None,
                  *, mask_probs: Optional[np.ndarray] = None, image_size: Optional[Tuple[int, int]] = None,
                  keypoints: Optional[np.ndarray] = None, keypoint_scores: Optional[np.ndarray] = None,
-                 mask_source: Optional[Any] = None) -> None:
+                 mask_source: Optional[Any] = None, rotated: Optional[np.ndarray] = None) -> None:
         self.boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         self.scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         self.class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
@@ -98,6 +99,9 @@ class Detections:
         self.mask_source = mask_source  # made when read: .render() -> bool [N,H,W] (runtime.instances.ProtoMasks)
         self.keypoints = keypoints
         self.keypoint_scores = keypoint_scores
+        if rotated is not None and len(rotated) != len(self.boxes):
+            raise ValueError("Detections: rotated needs one (cx, cy, w, h, angle) per box")
+        self.rotated = None if rotated is None else np.asarray(rotated, dtype=np.float32).reshape(-1, 5)
         self.track_ids: Optional[np.ndarray] = None  # [N] int, set by Predictor.stream(track=True)
         self._masks: Optional[np.ndarray] = None
 
@@ -124,6 +128,19 @@ class Detections:
             self._masks = paste_masks(self.mask_probs, self.boxes, *self.image_size)
         return self._masks
 
+    @property
+    def polygons(self) -> Optional[np.ndarray]:
+        """The rotated boxes' corners [N,4,2] (x, y, original pixels), as Ultralytics' xywhr2xyxyxyxy
+        (None without rotated boxes)."""
+        if self.rotated is None:
+            return None
+        centre, (w, h, angle) = self.rotated[:, None, :2], self.rotated[:, 2:].T
+        cos, sin = np.cos(angle), np.sin(angle)
+        along = np.stack([w * cos, w * sin], axis=-1)[:, None] / 2  # half the width, along the box
+        across = np.stack([-h * sin, h * cos], axis=-1)[:, None] / 2
+        signs = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], dtype=np.float32)[None, :, :, None]
+        return (centre + signs[:, :, 0] * along + signs[:, :, 1] * across).astype(np.float32)
+
     def rle(self) -> List[Dict[str, object]]:
         """The masks as COCO run-length encodings ({"size": [H, W], "counts": [...]}, uncompressed)."""
         from edgevision.runtime.instances import mask_rle
@@ -139,7 +156,7 @@ class Detections:
         pick = (lambda a: None if a is None else a[idx])  # noqa: E731
         out = Detections(self.boxes[idx], self.scores[idx], self.class_ids[idx], self.labels, mask_probs=pick(self.mask_probs),
                          image_size=self.image_size, keypoints=pick(self.keypoints), keypoint_scores=pick(self.keypoint_scores),
-                         mask_source=pick(self.mask_source))
+                         mask_source=pick(self.mask_source), rotated=pick(self.rotated))
         out._masks = pick(self._masks)
         out.track_ids = pick(self.track_ids)
         return out
@@ -161,6 +178,7 @@ class Detections:
         labels without a category (e.g. background) are left out."""
         out = []
         rles = self.rle() if self.has_masks else None
+        polygons = self.polygons
         for i, (box, score, name) in enumerate(zip(self.boxes, self.scores, self.names)):
             if name in category_ids:
                 x0, y0, x1, y1 = (float(v) for v in box)
@@ -170,6 +188,9 @@ class Detections:
                     entry["segmentation"] = rles[i]
                 if self.keypoints is not None:
                     entry["keypoints"] = [round(float(v), 2) for v in self.keypoints[i].reshape(-1)]
+                if polygons is not None:  # COCO's polygon segmentation, and the rotated box itself
+                    entry["segmentation"] = [[round(float(v), 2) for v in polygons[i].reshape(-1)]]
+                    entry["rbox"] = [round(float(v), 4) for v in self.rotated[i]]  # type: ignore[index]
                 out.append(entry)
         return out
 
@@ -185,11 +206,16 @@ class Detections:
             if self.keypoints is not None:
                 item["keypoints"] = [[round(float(x), 1), round(float(y), 1), round(float(p), 3)]
                                      for (x, y, _), p in zip(self.keypoints[i], self.keypoint_scores[i])]
+            if self.rotated is not None:
+                cx, cy, w, h, angle = (float(v) for v in self.rotated[i])
+                item["rbox"] = [round(cx, 1), round(cy, 1), round(w, 1), round(h, 1), round(angle, 4)]
+                item["polygon"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.polygons[i]]  # type: ignore[index]
             items.append(item)
         return {"detections": items}
 
     def __repr__(self) -> str:
         top = ", ".join(f"{n} {s:.2f}" for n, s in zip(self.names[:5], self.scores[:5]))
         more = f", ... {len(self) - 5} more" if len(self) > 5 else ""
-        extra = " +masks" if self.has_masks else (" +keypoints" if self.keypoints is not None else "")
+        extra = " +masks" if self.has_masks else (" +keypoints" if self.keypoints is not None else
+                                                   " +rotated" if self.rotated is not None else "")
         return f"Detections({len(self)}{extra}: {top}{more})"
