@@ -25,7 +25,6 @@ from edgevision.runtime.images import read_image
 from conftest import Quiet
 
 external._import("ultralytics", "ultralytics")
-pytestmark = pytest.mark.slow  # the export alone takes about a minute
 LABELS = ["circle", "square", "triangle"]
 SIZE = 320
 VARIANTS = ("onnxruntime-fp32", "openvino-fp32", "tensorrt-fp32")
