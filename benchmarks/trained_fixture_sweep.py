@@ -88,7 +88,7 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
     out = ROOT / "benchmarks" / "results" / "trained_fixture_sweep"
     out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "isa": flags, "rows": rows}, indent=1) + "\n")
-    lines = [f"# Trained Faster R-CNN fixture: seeds x threads\n", f"CPU: {cpu_name()}; ISA: {' '.join(flags)}\n",
+    lines = ["# Trained Faster R-CNN fixture: seeds x threads\n", f"CPU: {cpu_name()}; ISA: {' '.join(flags)}\n",
              "| seed | threads | loss ratio | top score | dets > 0.05 | threshold (gap) | compile | ORT dets / matched | "
              "OV dets / matched |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

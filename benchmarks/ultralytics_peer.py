@@ -1,17 +1,22 @@
-"""The race against Ultralytics' own export: the same YOLOv8n checkpoint, exported by Ultralytics
-(format=onnx, format=openvino, openvino int8=True, openvino nms=True) and run through Ultralytics'
-own predictor, against edgevision's artifacts through `edgevision.load(...).predict`, end to end
-(a decoded 640x480 frame in, boxes in original pixels out), interleaved in one process.
+"""The race against Ultralytics' own export: the same YOLOv8n (or YOLO26n) checkpoint, exported by
+Ultralytics (format=onnx, format=openvino, openvino int8=True, openvino nms=True) and run through
+Ultralytics' own predictor, against edgevision's artifacts through `edgevision.load(...).predict`, end
+to end (a decoded 640x480 frame in, boxes in original pixels out), interleaved in one process.
 
-    python benchmarks/ultralytics_peer.py [--epochs 20] [--rounds 5] [--sizes 320 640]
+    python benchmarks/ultralytics_peer.py [--model yolov8n|yolo26n] [--epochs 20] [--rounds 5] [--sizes 320 640]
 
-1. Trains YOLOv8n (Ultralytics, CPU, 160x160, 1000 shapes images written in Ultralytics' format;
+YOLO26n races end to end (its NMS-free one-to-one branch): edgevision's `export.end2end: true`
+against Ultralytics' exports and predictor with `nms=False` (their NMS-free path); its openvino-nms
+export is Ultralytics' one-to-many branch with the NMS embedded.
+
+1. Trains the model (Ultralytics, CPU, 160x160, 1000 shapes images written in Ultralytics' format;
    first run only, about 10 minutes on 2 cores).
 2. Accuracy at 160: Ultralytics' `val` (conf 0.001, IoU 0.7) against edgevision's compile of the
    same checkpoint with the validator's NMS (score 0.001, multi_label), on the same 100 images.
 3. Speed at each size: both sides with Ultralytics' predict defaults (conf 0.25, IoU 0.7, max_det 300).
 Blocks of `calls` calls per contender, contenders interleaved, `rounds` rounds: the median of the
-block medians, and the spread (max-min)/median. Results: results/ultralytics_peer.{json,md}.
+block medians, and the spread (max-min)/median. Results: results/ultralytics_peer.{json,md} (YOLOv8n),
+results/ultralytics_peer_yolo26n.{json,md}.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from record import record  # noqa: E402
 from yolo_data import write_yolo_dataset  # noqa: E402
 
 WORK = ROOT / "build" / "ultralytics-peer"
+MODEL = "yolov8n"
+END2END = {"yolov8n": False, "yolo26n": True}  # which branch races (False: one-to-many + NMS; True: NMS-free)
 THREADS = 2
 OURS = ["onnxruntime-fp32", "openvino-fp32", "openvino-bf16", "onnxruntime-int8", "openvino-int8"]
 
@@ -55,17 +62,17 @@ def train(data: Path, epochs: int) -> Path:
 
     best = WORK / "train" / "weights" / "best.pt"
     if not best.is_file():
-        YOLO("yolov8n.yaml").train(data=str(data), epochs=epochs, imgsz=TRAIN_SIZE, batch=16, device="cpu", workers=0,
+        YOLO(f"{MODEL}.yaml").train(data=str(data), epochs=epochs, imgsz=TRAIN_SIZE, batch=16, device="cpu", workers=0,
                                    project=str(WORK), name="train", exist_ok=True, plots=False, amp=False, seed=0)
     return best
 
 
 def recipe(name: str, ckpt: Path, size: int, accuracy: bool) -> Dict[str, Any]:
-    nms = {"score_threshold": 0.001, "multi_label": True} if accuracy else {}
+    nms = {"score_threshold": 0.001, **({} if END2END[MODEL] else {"multi_label": True})} if accuracy else {}
     targets = [{"backend": b, "precision": p} for b, p in (v.split("-") for v in OURS)]
     return {"name": name, "task": "detection",
             "model": {"source": "ultralytics", "checkpoint": str(ckpt), "trust_checkpoint": True},
-            "input": {"size": size}, "export": {"nms": nms},
+            "input": {"size": size}, "export": {"nms": nms, **({"end2end": True} if END2END[MODEL] else {})},
             "data": {"val": {"source": "shapes", "count": 100, "seed": 1}},
             "calibration": {"source": "shapes", "count": 300, "seed": 7},
             "targets": targets if not accuracy else targets[:1] + targets[3:],
@@ -77,8 +84,9 @@ def ultralytics_exports(best: Path, size: int, data: Path) -> Dict[str, Path]:
     from ultralytics import YOLO
 
     out: Dict[str, Path] = {}
-    for name, kwargs in (("onnx", {"format": "onnx"}), ("openvino", {"format": "openvino"}),
-                         ("openvino-int8", {"format": "openvino", "int8": True, "data": str(data)}),
+    branch = {"nms": False} if END2END[MODEL] else {}  # nms=False: Ultralytics' NMS-free (one-to-one) export
+    for name, kwargs in (("onnx", {"format": "onnx", **branch}), ("openvino", {"format": "openvino", **branch}),
+                         ("openvino-int8", {"format": "openvino", "int8": True, "data": str(data), **branch}),
                          ("openvino-nms", {"format": "openvino", "nms": True})):
         copy = WORK / f"u{size}-{name}.pt"
         done = [p for p in WORK.glob(f"u{size}-{name}[._]*") if p.suffix != ".pt"]
@@ -132,10 +140,12 @@ def contenders(best: Path, size: int, data: Path, frame: np.ndarray) -> Dict[str
 
     theirs = {"ultralytics pytorch": YOLO(str(best))}
     theirs.update({f"ultralytics {k}": YOLO(str(v), task="detect") for k, v in ultralytics_exports(best, size, data).items()})
+    branch = {"nms": False} if END2END[MODEL] else {}  # the PyTorch predictor on the branch that races
     out: Dict[str, Callable[[], Any]] = {
-        k: (lambda m=m: m.predict(frame, imgsz=size, conf=0.25, iou=0.7, max_det=300, device="cpu", verbose=False))
+        k: (lambda m=m, b=(branch if k == "ultralytics pytorch" else {}): m.predict(
+            frame, imgsz=size, conf=0.25, iou=0.7, max_det=300, device="cpu", verbose=False, **b))
         for k, m in theirs.items()}
-    name = f"yolov8n-speed-{size}"
+    name = f"{MODEL}-speed-{size}"
     compile_once(parse_recipe(recipe(name, best, size, accuracy=False)))
     for v in OURS:
         model = edgevision.load(WORK / name, v, threads=THREADS)
@@ -150,7 +160,7 @@ def engines(size: int, frame: np.ndarray, rounds: int, calls: int) -> Dict[str, 
     import openvino as ov
 
     core, out = ov.Core(), {}
-    ours = {v: edgevision.load(WORK / f"yolov8n-speed-{size}", v, threads=THREADS) for v in ("openvino-bf16", "openvino-int8")}
+    ours = {v: edgevision.load(WORK / f"{MODEL}-speed-{size}", v, threads=THREADS) for v in ("openvino-bf16", "openvino-int8")}
     feeds, _ = ours["openvino-bf16"].feeds([frame], bgr=True)
     calls_by_name: Dict[str, Callable[[], Any]] = {f"edgevision {k}": (lambda m=m: m.runner.infer(feeds)) for k, m in ours.items()}
     precisions = {}
@@ -169,8 +179,10 @@ def engines(size: int, frame: np.ndarray, rounds: int, calls: int) -> Dict[str, 
 def accuracy(best: Path, data: Path) -> Dict[str, Any]:
     from ultralytics import YOLO
 
-    metrics = YOLO(str(best)).val(data=str(data), imgsz=TRAIN_SIZE, batch=16, conf=0.001, iou=0.7, device="cpu", plots=False)
-    manifest = compile_once(parse_recipe(recipe("yolov8n-accuracy", best, TRAIN_SIZE, accuracy=True)))
+    branch = {"nms": False} if END2END[MODEL] else {}
+    metrics = YOLO(str(best)).val(data=str(data), imgsz=TRAIN_SIZE, batch=16, conf=0.001, iou=0.7, device="cpu", plots=False,
+                                  **branch)
+    manifest = compile_once(parse_recipe(recipe(f"{MODEL}-accuracy", best, TRAIN_SIZE, accuracy=True)))
     ours = {v["name"]: round(v["accuracy"]["map"], 4) for v in manifest["variants"] if v.get("accuracy")}
     return {"ultralytics_val_map": round(float(metrics.box.map), 4), "edgevision_map": ours,
             "edgevision_pytorch_map": round(manifest["baseline"]["accuracy"]["map"], 4)}
@@ -178,7 +190,9 @@ def accuracy(best: Path, data: Path) -> Dict[str, Any]:
 
 def markdown(report: Dict[str, Any]) -> str:
     m = report["machine"]
-    lines = ["# edgevision vs Ultralytics' own export: YOLOv8n, end to end", "",
+    title = report["model"] + (" (NMS-free one-to-one branch: edgevision end2end, Ultralytics nms=False)"
+                               if END2END[report["model"]] else "")
+    lines = [f"# edgevision vs Ultralytics' own export: {title}, end to end", "",
              f"Machine: {m.get('cpu')}, {m.get('cores')} cores, ISA {' '.join(m.get('isa') or [])} "
              f"({report['threads']} threads); load {report['load_before']} -> "
              f"{report['load_after']}; {report['rounds']} rounds of {report['calls']} calls, contenders interleaved. "
@@ -207,27 +221,31 @@ def markdown(report: Dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(END2END), default="yolov8n")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--sizes", type=int, nargs="+", default=[320, 640])
     args = parser.parse_args()
+    global MODEL, WORK
+    MODEL = args.model
+    WORK = WORK if MODEL == "yolov8n" else WORK / MODEL
     torch.set_num_threads(THREADS)
     WORK.mkdir(parents=True, exist_ok=True)
     data = write_yolo_dataset(WORK / "data", TRAIN_SIZE, {"train": (1000, 0), "val": (100, 1)})
     best = train(data, args.epochs)
     frame = np.ascontiguousarray(ShapesDataset(1, seed=11, size=(480, 640))[0].image[:, :, ::-1])  # BGR, as a camera
 
-    report: Dict[str, Any] = {"rounds": args.rounds, "calls": args.calls}
+    report: Dict[str, Any] = {"model": MODEL, "rounds": args.rounds, "calls": args.calls}
 
     def measure() -> List[Dict[str, Any]]:  # inside record(): the load average is taken around it
         report.update(accuracy=accuracy(best, data), speed={}, engine={})
         for size in args.sizes:
             report["speed"][str(size)] = race(contenders(best, size, data, frame), args.rounds, args.calls)
             report["engine"][str(size)] = engines(size, frame, args.rounds, args.calls)
-        return [{"model": "yolov8n", "checkpoint": str(best.relative_to(ROOT))}]
+        return [{"model": MODEL, "checkpoint": str(best.relative_to(ROOT))}]
 
-    record("ultralytics_peer", THREADS, report, measure, markdown)
+    record("ultralytics_peer" + ("" if MODEL == "yolov8n" else f"_{MODEL}"), THREADS, report, measure, markdown)
 
 
 if __name__ == "__main__":

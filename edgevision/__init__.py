@@ -15,7 +15,8 @@ from edgevision.errors import EdgeVisionError
 from edgevision.runtime import Classification, Detections, Predictor, Segmentation, load
 from edgevision.version import __version__
 
-__all__ = ["Classification", "Detections", "EdgeVisionError", "Predictor", "Segmentation", "compile", "load", "train"]
+__all__ = ["Classification", "Detections", "EdgeVisionError", "Predictor", "Segmentation", "__version__", "compile", "load",
+           "train"]
 
 
 def compile(recipe: Any, **kwargs: Any) -> Any:  # noqa: A001 - the verb users expect
