@@ -98,18 +98,25 @@ def ultralytics_exports(best: Path, size: int, data: Path) -> Dict[str, Path]:
     return out
 
 
-def compile_once(spec: Any) -> Dict[str, Any]:
-    """The recipe's artifact: compiled unless it exists from this very recipe (same digest)."""
+def compile_once(spec: Any) -> tuple[Dict[str, Any], Path]:
+    """The recipe's artifact and its folder: compiled unless it exists from this very recipe (same digest).
+    A compile where a variant failed (e.g. INT8 beyond the accuracy gate) is a result too: its manifest
+    and folder are `<output>.failed` (only passed variants race)."""
     from edgevision.artifact import read_manifest
-    from edgevision.errors import EdgeVisionError
+    from edgevision.errors import EdgeVisionError, VerificationFailed
 
+    failed = spec.output_dir.with_name(spec.output_dir.name + ".failed")
+    for folder in (spec.output_dir, failed):
+        try:
+            manifest = read_manifest(folder)
+            if manifest.recipe["sha256"] == spec.digest():
+                return manifest.to_json(), folder  # as api.compile returns it
+        except EdgeVisionError:
+            pass
     try:
-        manifest = read_manifest(spec.output_dir)
-        if manifest.recipe["sha256"] == spec.digest():
-            return manifest.to_json()  # as api.compile returns it
-    except EdgeVisionError:
-        pass
-    return api.compile(spec, reporter=Quiet(), threads=THREADS)
+        return api.compile(spec, reporter=Quiet(), threads=THREADS), spec.output_dir
+    except VerificationFailed:
+        return read_manifest(failed).to_json(), failed
 
 
 def block(call: Callable[[], Any], n: int) -> float:
@@ -145,10 +152,9 @@ def contenders(best: Path, size: int, data: Path, frame: np.ndarray) -> Dict[str
         k: (lambda m=m, b=(branch if k == "ultralytics pytorch" else {}): m.predict(
             frame, imgsz=size, conf=0.25, iou=0.7, max_det=300, device="cpu", verbose=False, **b))
         for k, m in theirs.items()}
-    name = f"{MODEL}-speed-{size}"
-    compile_once(parse_recipe(recipe(name, best, size, accuracy=False)))
-    for v in OURS:
-        model = edgevision.load(WORK / name, v, threads=THREADS)
+    manifest, folder = compile_once(parse_recipe(recipe(f"{MODEL}-speed-{size}", best, size, accuracy=False)))
+    for v in (v["name"] for v in manifest["variants"] if v["status"] == "passed"):
+        model = edgevision.load(folder, v, threads=THREADS)
         out[f"edgevision {v}"] = lambda m=model: m.predict(frame, channel_order="bgr")
     return out
 
@@ -160,7 +166,11 @@ def engines(size: int, frame: np.ndarray, rounds: int, calls: int) -> Dict[str, 
     import openvino as ov
 
     core, out = ov.Core(), {}
-    ours = {v: edgevision.load(WORK / f"{MODEL}-speed-{size}", v, threads=THREADS) for v in ("openvino-bf16", "openvino-int8")}
+    folder = next(f for f in (WORK / f"{MODEL}-speed-{size}", WORK / f"{MODEL}-speed-{size}.failed") if f.is_dir())
+    ours = {v: edgevision.load(folder, v, threads=THREADS) for v in ("openvino-bf16", "openvino-int8")}
+    from edgevision.artifact import read_manifest
+
+    verified = {v.name: v.status == "passed" for v in read_manifest(folder).variants}
     feeds, _ = ours["openvino-bf16"].feeds([frame], bgr=True)
     calls_by_name: Dict[str, Callable[[], Any]] = {f"edgevision {k}": (lambda m=m: m.runner.infer(feeds)) for k, m in ours.items()}
     precisions = {}
@@ -172,7 +182,9 @@ def engines(size: int, frame: np.ndarray, rounds: int, calls: int) -> Dict[str, 
         request, x = compiled.create_infer_request(), feeds[ours["openvino-bf16"].input_name]
         calls_by_name[f"ultralytics {name}"] = lambda r=request, x=x: r.infer({0: x})
     for name, result in race(calls_by_name, rounds, calls).items():
-        out[name] = {**result, **({"inference_precision": precisions[name]} if name in precisions else {})}
+        extra = {"inference_precision": precisions[name]} if name in precisions else {
+            "verified": verified[name.split(" ", 1)[1]]}  # ours: whether the compile passed it at this size
+        out[name] = {**result, **extra}
     return out
 
 
@@ -182,10 +194,11 @@ def accuracy(best: Path, data: Path) -> Dict[str, Any]:
     branch = {"nms": False} if END2END[MODEL] else {}
     metrics = YOLO(str(best)).val(data=str(data), imgsz=TRAIN_SIZE, batch=16, conf=0.001, iou=0.7, device="cpu", plots=False,
                                   **branch)
-    manifest = compile_once(parse_recipe(recipe(f"{MODEL}-accuracy", best, TRAIN_SIZE, accuracy=True)))
+    manifest, _ = compile_once(parse_recipe(recipe(f"{MODEL}-accuracy", best, TRAIN_SIZE, accuracy=True)))
     ours = {v["name"]: round(v["accuracy"]["map"], 4) for v in manifest["variants"] if v.get("accuracy")}
     return {"ultralytics_val_map": round(float(metrics.box.map), 4), "edgevision_map": ours,
-            "edgevision_pytorch_map": round(manifest["baseline"]["accuracy"]["map"], 4)}
+            "edgevision_pytorch_map": round(manifest["baseline"]["accuracy"]["map"], 4),
+            "edgevision_status": {v["name"]: v["status"] for v in manifest["variants"]}}
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -197,13 +210,17 @@ def markdown(report: Dict[str, Any]) -> str:
              f"({report['threads']} threads); load {report['load_before']} -> "
              f"{report['load_after']}; {report['rounds']} rounds of {report['calls']} calls, contenders interleaved. "
              "A 640x480 decoded frame in, boxes in original pixels out; both sides conf 0.25, IoU 0.7, max_det 300. "
-             "Ultralytics' `format=openvino` export is called FP32 but runs in BF16 on a CPU with AMX (OpenVINO's "
-             "default inference precision there; the engine table shows it); edgevision's openvino-fp32 runs in FP32.",
+             "Ultralytics' `format=openvino` export is called FP32 but runs in OpenVINO's default inference precision, "
+             "BF16 on a CPU with AMX or AVX512-BF16 (the engine table shows it); edgevision's openvino-fp32 runs in FP32. "
+             "Only variants that passed the compile's verification at that size race (parity and the 1-point "
+             "accuracy gate on 100 shapes images).",
              ""]
     acc = report["accuracy"]
     lines += [f"Accuracy at 160x160 on the same 100 shapes images (mAP@[.5:.95]): Ultralytics val {acc['ultralytics_val_map']}, "
               f"edgevision PyTorch reference {acc['edgevision_pytorch_map']}, variants "
-              + ", ".join(f"{k} {v}" for k, v in acc["edgevision_map"].items()), ""]
+              + ", ".join(f"{k} {v}" + ("" if acc.get("edgevision_status", {}).get(k, "passed") == "passed" else
+                                          f" ({acc['edgevision_status'][k]})")
+                          for k, v in acc["edgevision_map"].items()), ""]
     for size, results in report["speed"].items():
         best_theirs = min(v["p50_ms"] for k, v in results.items() if k.startswith("ultralytics"))
         lines += [f"## {size}x{size}", "", "| contender | p50 ms | spread | vs Ultralytics' best |", "|---|---|---|---|"]
@@ -214,7 +231,9 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += [f"Engine only at {size}x{size} (same input tensor; no pre- or post-processing):", "",
                   "| engine | p50 ms | spread | runs in |", "|---|---|---|---|"]
         for k, v in sorted(results.items(), key=lambda kv: kv[1]["p50_ms"]):
-            lines.append(f"| {k} | {v['p50_ms']} | {v['spread']:.1%} | {v.get('inference_precision', k.split('-')[-1])} |")
+            runs_in = v.get("inference_precision", k.split("-")[-1]) + ("" if v.get("verified", True) else
+                                                                        " (failed verification at this size)")
+            lines.append(f"| {k} | {v['p50_ms']} | {v['spread']:.1%} | {runs_in} |")
         lines.append("")
     return "\n".join(lines)
 
