@@ -142,7 +142,9 @@ def test_predict_gives_rotated_boxes_in_original_pixels(obb: dict[str, tuple[Any
     around = np.concatenate([polygons.min(axis=1), polygons.max(axis=1)], axis=1)  # the boxes around the polygons,
     around[:, 0::2] = around[:, 0::2].clip(0, photo.shape[1])  # clipped to the photo as every detector's boxes are
     around[:, 1::2] = around[:, 1::2].clip(0, photo.shape[0])
-    assert np.abs(found.boxes - around).max() <= 0.05
+    # up to 1 px apart: the letterboxed content is 320x214 for 640x427, so x and y scale by 0.5 and 0.5012, and the
+    # box around the rotated box in network pixels, scaled, differs from the one around the scaled polygon by that
+    assert np.abs(found.boxes - around).max() <= 1.0
     entry = found.to_coco(1, {"circle": 1, "square": 2, "triangle": 3})[0]
     assert len(entry["segmentation"][0]) == 8 and len(entry["rbox"]) == 5
     item = found.to_dict()["detections"][0]
