@@ -103,7 +103,8 @@ def test_matches_ultralytics_own_prediction(rtdetr: tuple[Any, Path, dict[str, A
     assert total >= 30 and len({int(v) for r in theirs for v in r["labels"]}) >= 2  # something to compare
 
 
-def test_nms_fields_are_refused(tmp_path: Path) -> None:
-    data = _recipe(tmp_path, export={"nms": {"iou_threshold": 0.5}})
-    with pytest.raises(RecipeError, match="iou_threshold: RT-DETR predicts a set of boxes without an NMS"):
+@pytest.mark.parametrize("nms", [{"iou_threshold": 0.5}, {"multi_label": True}])
+def test_nms_fields_are_refused(tmp_path: Path, nms: dict[str, Any]) -> None:
+    data = _recipe(tmp_path, export={"nms": nms})
+    with pytest.raises(RecipeError, match=f"{next(iter(nms))}: RT-DETR predicts a set of boxes without an NMS"):
         api.compile(parse_recipe(data), reporter=Quiet(), threads=2)

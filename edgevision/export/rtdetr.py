@@ -36,6 +36,7 @@ class RTDETRAdapter(nn.Module):
     """images [B,3,H,W] (RGB, 0..1, stretched) -> num_dets, boxes, scores, labels."""
 
     branch = "set prediction (NMS-free top-k over queries x classes)"
+    multi_label = False  # an Ultralytics model: export.nms.multi_label reaches nms_params, which names why it cannot apply
 
     def __init__(self, model: nn.Module, size: tuple[int, int], task: str) -> None:
         super().__init__()

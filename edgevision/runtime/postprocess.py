@@ -101,7 +101,7 @@ def detection(outputs: Dict[str, np.ndarray], index: int, t: Transform, labels: 
         points[..., 0] = (points[..., 0] - t.pad_x) / t.scale_x
         points[..., 1] = (points[..., 1] - t.pad_y) / t.scale_y
         extra.update(keypoints=points, keypoint_scores=scores)
-    if "rboxes" in outputs:  # OBB: cx, cy, w, h, angle; letterboxed, so one scale for both axes
+    if "rboxes" in outputs:  # OBB: cx, cy, w, h, angle; letterboxed: x and y scale alike, up to the content's rounding
         rotated = outputs["rboxes"][index][:n].astype(np.float32).copy()
         rotated[:, 0] = (rotated[:, 0] - t.pad_x) / t.scale_x
         rotated[:, 1] = (rotated[:, 1] - t.pad_y) / t.scale_y
