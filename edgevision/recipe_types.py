@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -44,3 +44,5 @@ SafePath = Annotated[Path, BeforeValidator(_path)]
 Text = Annotated[str, BeforeValidator(_text)]
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="Random seed (0 .. 2^32-1).")]
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
+
+Precision = Literal["fp32", "fp16", "bf16", "int8"]

@@ -25,7 +25,8 @@ import edgevision
 from edgevision.artifact import read_manifest
 from edgevision.data import ShapesDataset
 from edgevision.errors import BackendNotInstalled
-from edgevision.recipe import Tolerance, parse_recipe
+from edgevision.recipe import parse_recipe
+from edgevision.recipe_sections import Tolerance
 from edgevision.runtime.images import to_rgb
 from edgevision.tasks import default_tolerance
 from edgevision.verify.parity import compare, judge

@@ -52,7 +52,7 @@ def test_parity_on_constant_logits_compares_nothing() -> None:
     """Issue 15, item 2 for classifiers and segmenters: equal logits everywhere agree trivially."""
     import numpy as np
 
-    from edgevision.recipe import Tolerance
+    from edgevision.recipe_sections import Tolerance
     from edgevision.verify.parity import compare, judge
 
     tol = Tolerance(min_cosine=0.999, min_agreement=0.99)

@@ -169,7 +169,7 @@ def _sample_image(manifest: Manifest, val: Any, tmp: Path) -> Path:
 
 def _val_dataset(manifest: Manifest) -> Any:
     from edgevision.data import open_dataset
-    from edgevision.recipe import DataSource
+    from edgevision.recipe_sections import DataSource
 
     val = (manifest.recipe["content"].get("data") or {}).get("val")
     if not val:

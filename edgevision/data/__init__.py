@@ -9,7 +9,7 @@ from edgevision.data.shapes import ShapesDataset
 from edgevision.data.types import Dataset, Instance, Sample
 
 if TYPE_CHECKING:
-    from edgevision.recipe import DataSource
+    from edgevision.recipe_sections import DataSource
 
 __all__ = ["CocoDataset", "Dataset", "FolderDataset", "Instance", "Sample", "Selection", "ShapesDataset", "open_dataset"]
 

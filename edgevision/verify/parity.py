@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgevision.ops.nms import box_iou
-from edgevision.recipe import Tolerance
+from edgevision.recipe_sections import Tolerance
 
 
 def compare(task: str, reference: list[dict[str, np.ndarray]], candidate: list[dict[str, np.ndarray]],
