@@ -195,7 +195,7 @@ class Detections:
         return out
 
     def to_dict(self) -> Dict[str, object]:
-        items = []
+        items, polygons = [], self.polygons  # the corners of every rotated box, made once
         for i, (b, s, c, n) in enumerate(zip(self.boxes, self.scores, self.class_ids, self.names)):
             item: Dict[str, object] = {"label": n, "class_id": int(c), "score": round(float(s), 4),
                                        "box": [round(float(v), 1) for v in b]}
@@ -209,7 +209,7 @@ class Detections:
             if self.rotated is not None:
                 cx, cy, w, h, angle = (float(v) for v in self.rotated[i])
                 item["rbox"] = [round(cx, 1), round(cy, 1), round(w, 1), round(h, 1), round(angle, 4)]
-                item["polygon"] = [[round(float(x), 1), round(float(y), 1)] for x, y in self.polygons[i]]  # type: ignore[index]
+                item["polygon"] = [[round(float(x), 1), round(float(y), 1)] for x, y in polygons[i]]  # type: ignore[index]
             items.append(item)
         return {"detections": items}
 
