@@ -12,11 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from edgevision.errors import EdgeVisionError
-from edgevision.runtime import Classification, Detections, Predictor, Segmentation, load
+from edgevision.runtime import Classification, Detections, Predictor, Segmentation
+from edgevision.runtime import load as load_local
 from edgevision.version import __version__
 
 __all__ = ["Classification", "Detections", "EdgeVisionError", "Predictor", "Segmentation", "__version__", "compile", "load",
            "train"]
+
+
+def load(path: Any, variant: Any = None, **kwargs: Any) -> Any:
+    """Open an artifact's variant (see edgevision.runtime.load), or a model served by Triton:
+    load("grpc://host:8001/MODEL") or load("http://host:8000/MODEL") (see edgevision.serve.remote.connect;
+    keyword arguments: timeout, retries, backoff, workers). Both give the same predict() and stream()."""
+    if isinstance(path, str) and "://" in path:
+        if variant is not None:
+            raise EdgeVisionError(f"{path}: a served model is one variant already; do not also ask for variant {variant!r}")
+        from edgevision.serve.remote import connect
+
+        return connect(path, **kwargs)
+    return load_local(path, variant, **kwargs)
 
 
 def compile(recipe: Any, **kwargs: Any) -> Any:  # noqa: A001 - the verb users expect

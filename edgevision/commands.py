@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
 from edgevision.benchmark_options import QUICK, flag, help_text
+from edgevision.commands_serve import export, serve
 from edgevision.runtime.images import MAX_PIXELS
 from edgevision.tasks import DETECTION_TASKS
 
@@ -95,7 +96,8 @@ def train(recipe: Path = typer.Argument(..., help="Recipe YAML file with a 'trai
 
 @app.command()
 def predict(
-    artifact: Path = typer.Argument(..., help="Variant folder, or artifact folder (with --variant)."),
+    artifact: str = typer.Argument(..., help="Variant folder, artifact folder (with --variant), or a served model "
+                                   "(grpc://HOST:8001/MODEL, http://HOST:8000/MODEL)."),
     images: List[Path] = typer.Argument(..., help="Image files."),
     variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
     top_k: int = typer.Option(5, help="Classification: classes to show."),
@@ -109,11 +111,10 @@ def predict(
 ) -> None:
     """Run a built artifact on images (no PyTorch needed). Images are read one at a time; an unreadable
     one gets a line on stderr and the others are still predicted (exit 1 at the end if any failed)."""
-    import edgevision
     from edgevision.errors import InputError
 
     picked = _classes(classes)
-    with edgevision.load(artifact, variant) as model:
+    with _open(artifact, variant) as model:
         if (min_score is not None or picked is not None) and model.task not in DETECTION_TASKS:
             raise InputError(f"--min-score and --classes apply to detections; {model.name} is {model.task}")
         failed = 0
@@ -151,7 +152,8 @@ def _save_overlay(path: Path, result: object, folder: Path, overwrite: bool, max
 
 @app.command()
 def run(
-    artifact: Path = typer.Argument(..., help="Variant folder, or artifact folder (with --variant)."),
+    artifact: str = typer.Argument(..., help="Variant folder, artifact folder (with --variant), or a served model "
+                                   "(grpc://HOST:8001/MODEL, http://HOST:8000/MODEL)."),
     source: List[str] = typer.Option(..., "--source", "-s", help="Video file, image folder (name order), camera "
                                      "index, URL (rtsp://, http://) or GStreamer pipeline; repeat for several."),
     variant: Optional[str] = typer.Option(None, help="Variant name inside an artifact folder."),
@@ -177,12 +179,11 @@ def run(
                                           "frames in flight (default: all cores)."),
 ) -> None:
     """Run a built artifact on video files, cameras, streams or image folders (no PyTorch needed)."""
-    import edgevision
     from edgevision.runtime.video import run as run_stream
 
     picked = _classes(classes)
     _quiet_opencv()
-    with edgevision.load(artifact, variant, threads=threads, streams=in_flight) as model:
+    with _open(artifact, variant, threads=threads, streams=in_flight) as model:
         stats = run_stream(model, list(source), save=save, jsonl=jsonl, overwrite=overwrite, show=show, drop=drop, buffer=buffer,
                            in_flight=in_flight, track=track, min_score=min_score, classes=picked,
                            max_frames=max_frames, fps=fps, reconnect=reconnect, timeout=timeout,
@@ -195,6 +196,9 @@ def run(
         from edgevision.errors import SourceError
 
         raise SourceError(f"{unreadable} image file(s) could not be read and were skipped (see above)")
+
+app.add_typer(export, name="export")
+app.command("serve")(serve)
 
 calibration = typer.Typer(no_args_is_help=True, help="Calibration sets for INT8 (calibration/README.md).")
 app.add_typer(calibration, name="calibration")
@@ -275,6 +279,19 @@ def schema(
         print(text)
     else:
         out.write_text(text + "\n")
+
+
+def _open(target: str, variant: Optional[str], threads: Optional[int] = None, streams: int = 1) -> Any:
+    """A local artifact (path), or a model served by Triton (a URL; `streams` requests at once)."""
+    import edgevision
+
+    if "://" in target:
+        if threads is not None:
+            from edgevision.errors import InputError
+
+            raise InputError("--threads applies to a local artifact; a served model's threads are the server's")
+        return edgevision.load(target, variant, workers=streams)
+    return edgevision.load(Path(target), variant, threads=threads, streams=streams)
 
 
 def _classes(text: Optional[str]) -> Optional[list]:

@@ -57,6 +57,10 @@ class SourceError(EdgeVisionError):
     """A video source (file, folder, camera, URL, GStreamer pipeline) cannot be opened or stopped delivering."""
 
 
+class ServerError(EdgeVisionError):
+    """A served model (Triton) cannot be reached, is not ready, or refused a request (message names server and model)."""
+
+
 class OutputError(EdgeVisionError):
     """An output file (`run --save/--jsonl`, `predict --save`) may not go where asked, or was not written whole."""
 

@@ -13,10 +13,11 @@ OpenCV, the image is decoded under OpenCV's own limit (2^30 pixels) and then che
 from __future__ import annotations
 
 import errno
+import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 
@@ -45,23 +46,38 @@ def read_image(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A file's pixels as HxWx3 uint8 RGB (EXIF orientation applied), or an InputError that says why not."""
     _check_file(path)
     try:
+        with open(path, "rb") as f:
+            return _decode(f, str(path), max_pixels)
+    except PermissionError:
+        raise InputError(f"cannot read {path}: permission denied") from None
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, what: str = "image bytes") -> np.ndarray:
+    """An encoded image (JPEG, PNG... as a file holds it) as HxWx3 uint8 RGB, under the same limits as a file."""
+    if not data:
+        raise InputError(f"{what}: empty, not an encoded image")
+    return _decode(io.BytesIO(data), what, max_pixels)
+
+
+def _decode(stream: BinaryIO, name: str, max_pixels: int) -> np.ndarray:
+    try:
         from PIL import Image, ImageOps
     except ImportError:
-        return _checked_size(_read_with_cv2(path), path, max_pixels)
+        return _checked_size(_decode_with_cv2(stream.read(), name), name, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is ours
-            with Image.open(path) as img:
-                _check_pixels(img.width, img.height, path, max_pixels)
+            with Image.open(stream) as img:
+                _check_pixels(img.width, img.height, name, max_pixels)
                 return pil_to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError:  # over Pillow's own hard limit (2 x MAX_IMAGE_PIXELS), checked at open
         hard = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
-        raise InputError(f"{path}: declares more than {hard:.0f} megapixels (Pillow's hard limit), over the limit of "
+        raise InputError(f"{name}: declares more than {hard:.0f} megapixels (Pillow's hard limit), over the limit of "
                          f"{min(max_pixels / 1e6, hard):g} (max_pixels); refused before decoding") from None
     except PermissionError:
-        raise InputError(f"cannot read {path}: permission denied") from None
+        raise
     except (OSError, SyntaxError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-        raise InputError(f"not a readable image file: {path} ({e.__class__.__name__})") from None
+        raise InputError(f"not a readable image file: {name} ({e.__class__.__name__})") from None
 
 
 def _check_file(path: Path) -> None:
@@ -81,33 +97,33 @@ def _check_file(path: Path) -> None:
         raise InputError(f"cannot read {path}: permission denied")
 
 
-def _check_pixels(width: int, height: int, path: Path, max_pixels: int) -> None:
+def _check_pixels(width: int, height: int, path: object, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise InputError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
                          f"{max_pixels / 1e6:g} (max_pixels); pass a larger max_pixels (--max-pixels) if it is meant")
 
 
-def _checked_size(rgb: np.ndarray, path: Path, max_pixels: int) -> np.ndarray:
+def _checked_size(rgb: np.ndarray, path: object, max_pixels: int) -> np.ndarray:
     _check_pixels(rgb.shape[1], rgb.shape[0], path, max_pixels)
     return rgb
 
 
-def _read_with_cv2(path: Path) -> np.ndarray:
+def _decode_with_cv2(data: bytes, name: str) -> np.ndarray:
     try:
         import cv2
     except ImportError:
         raise InputError("reading image files needs Pillow or OpenCV: pip install pillow") from None
     try:
-        data = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:  # e.g. over OpenCV's pixel limit: its assertion text helps nobody
-        data = None
-    if data is None:
-        raise InputError(f"not a readable image file: {path}")
-    if data.ndim == 3 and data.shape[2] == 4:
-        data = data[:, :, [2, 1, 0, 3]]
-    elif data.ndim == 3:
-        data = data[:, :, ::-1]
-    return array_to_rgb(data, "rgb")
+        decoded = None
+    if decoded is None:
+        raise InputError(f"not a readable image file: {name}")
+    if decoded.ndim == 3 and decoded.shape[2] == 4:
+        decoded = decoded[:, :, [2, 1, 0, 3]]
+    elif decoded.ndim == 3:
+        decoded = decoded[:, :, ::-1]
+    return array_to_rgb(decoded, "rgb")
 
 
 def pil_to_rgb(img: Any) -> np.ndarray:
