@@ -173,7 +173,7 @@ def _build_context(job: Job, info: ModelInfo, pre_nms: Optional[Path],
     from edgevision.quantize.calibration import load_calibration
 
     recipe, spec = job.recipe, job.recipe.calibration_source
-    plain = BuildContext(pre_nms=pre_nms, nms=job.nms, log=job.reporter.info)
+    plain = BuildContext(pre_nms=pre_nms, nms=job.nms, log=job.reporter.info, module=job.wrapper)
     if spec is None or not any(t.precision == "int8" for t in recipe.targets):
         return plain
     job.reporter.info(f"loading {spec.count} calibration images ({spec.source}{': ' + str(spec.path) if spec.path else ''})")

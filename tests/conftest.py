@@ -43,7 +43,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 # The fast tier, `pytest -m "not slow"`, leaves out what trains a model or compiles a large one: a test that
 # needs one of these fixtures is marked slow here (besides the tests marked by hand). CI runs everything.
 SLOW_FIXTURES = {"quickstart", "detector", "maskrcnn_artifact", "keypointrcnn_artifact", "frcnn", "trained_frcnn", "yolo",
-                 "arm", "obb", "rtdetr"}
+                 "arm", "obb", "rtdetr", "executorch_artifacts"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

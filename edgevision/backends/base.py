@@ -56,6 +56,13 @@ BACKENDS: Dict[str, Backend] = {b.name: b for b in (
                 ("keypoints", "its graphs keep the NMS inside (keypoints follow the kept detections; Keypoint R-CNN "
                               "also RoI Align), and ncnn has no NMS layer"),
                 ("oriented_detection", "its rotated NMS is in the graph and ncnn has no comparison layer to run it"))),
+    Backend("executorch", "executorch", "executorch", ("fp32", "int8"), ("cpu",), (), "edgevision.backends.executorch",
+            "edgevision.builders.executorch", tasks=("classification", "segmentation", "detection"), refusals=(
+                ("instance_segmentation", "its graphs keep the NMS inside (masks follow the kept detections), and "
+                                          "torchvision's nms has no ExecuTorch kernel"),
+                ("keypoints", "its graphs keep the NMS inside (keypoints follow the kept detections), and torchvision's "
+                              "nms has no ExecuTorch kernel"),
+                ("oriented_detection", "its rotated NMS is inside the graph; not carried by this version"))),
 )}
 
 

@@ -15,7 +15,7 @@ from edgevision.version import __version__
 _ISA = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
         "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "sve", "i8mm", "bf16")
 _PACKAGES = ("torch", "torchvision", "onnx", "onnxslim", "onnxscript", "onnxruntime", "openvino", "nncf", "tensorrt",
-             "ncnn", "pnnx", "numpy", "faster-coco-eval", "matplotlib")
+             "ncnn", "pnnx", "executorch", "numpy", "faster-coco-eval", "matplotlib")
 
 
 def tool_versions() -> Dict[str, Optional[str]]:

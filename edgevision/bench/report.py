@@ -85,7 +85,7 @@ def _md_table(header: List[str], rows: List[List[str]]) -> str:
 
 def _machine_line(report: Dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
-    engines = ("torch", "onnxruntime", "openvino", "tensorrt", "ncnn")
+    engines = ("torch", "onnxruntime", "openvino", "tensorrt", "ncnn", "executorch")
     libs = ", ".join(f"{k} {v}" for k, v in m["libraries"].items() if v and k in engines)
     return (f"{m['cpu']}, {m['cores']} cores, {s['threads']} threads for every model; ISA: {' '.join(m['isa']) or '-'}; "
             f"{m['platform']}; {libs}")

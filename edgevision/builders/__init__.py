@@ -32,6 +32,7 @@ class BuildContext:
     calibration: Optional["CalibrationSet"] = None  # int8: the calibration images, pre-processed
     cache: bool = True  # int8: reuse cached calibration statistics
     accuracy: Optional["AccuracyProbe"] = None  # int8 with calibration.accuracy_control
+    module: Any = None  # the PyTorch export wrapper, for targets that convert from PyTorch (ExecuTorch)
     log: Callable[[str], None] = print
 
 
