@@ -58,8 +58,10 @@ def serve(
                                                "nvidia-pytriton package, then tritonserver on PATH."),
     verbose: bool = typer.Option(False, "--verbose", help="Triton's own log on stderr."),
 ) -> None:
-    """Check Triton repositories' files and configurations, then run tritonserver on them until Ctrl-C (exit 130)."""
-    from edgevision.errors import BackendError
+    """Check Triton repositories' files and configurations, then run tritonserver on them until Ctrl-C (exit 130)
+    or SIGTERM (exit 143); the server is stopped either way."""
+    from edgevision.errors import BackendError, Terminated
+    from edgevision.runtime.interrupts import BetweenFrames
     from edgevision.serve.server import TritonServer, backend_of, find_triton, has_backend
     from edgevision.serve.triton_config import parse
     from edgevision.serve.triton_repo import verify_repository
@@ -75,24 +77,28 @@ def serve(
     if not loadable:
         raise BackendError(f"{install.binary}: none of the repository's models can load there (it has no "
                            f"{', '.join(sorted({b for _, b in missing}))} backend)")
-    with tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False) as log:
-        server = TritonServer(repositories, install, models=[m["name"] for m, _ in loadable], http_port=http_port,
-                              grpc_port=grpc_port, host=host, log=sys.stderr if verbose else log, verbose=verbose)
+    log = tempfile.NamedTemporaryFile(prefix="tritonserver-", suffix=".log", delete=False)
+    server = TritonServer(repositories, install, models=[m["name"] for m, _ in loadable], http_port=http_port,
+                          grpc_port=grpc_port, host=host, log=sys.stderr if verbose else log, verbose=verbose)
+    # Ctrl-C and SIGTERM (docker stop, systemd), while it loads or serves, stop the server too: exit 130 / 143
+    with BetweenFrames(), log:
         try:
-            server.start()
-        except BackendError as e:
-            raise BackendError(f"{e}; its log: {log.name}") from None
-    try:
-        for model, _ in loadable:
-            print(f"serving {model['name']} ({model['kind']}): {server.grpc_url}/{model['name']}  "
-                  f"{server.http_url}/{model['name']}")
-        for model, backend in missing:
-            print(f"not loaded: {model['name']}: this tritonserver has no {backend} backend (NVIDIA's container has it)")
-        for entry in skipped:
-            print(f"not in the repository: {entry['name']}: {entry['why']}")
-        print(f"tritonserver {install.binary} is ready; its log: {'stderr' if verbose else log.name}; Ctrl-C stops it",
-              flush=True)
-        code = server.process.wait() if server.process is not None else 0
-        raise BackendError(f"tritonserver exited by itself with code {code}; its log: {log.name}")
-    finally:
-        server.stop()
+            try:
+                server.start()
+            except BackendError as e:
+                raise BackendError(f"{e}; its log: {log.name}") from None
+            for model, _ in loadable:
+                print(f"serving {model['name']} ({model['kind']}): {server.grpc_url}/{model['name']}  "
+                      f"{server.http_url}/{model['name']}")
+            for model, backend in missing:
+                print(f"not loaded: {model['name']}: this tritonserver has no {backend} backend (NVIDIA's container has it)")
+            for entry in skipped:
+                print(f"not in the repository: {entry['name']}: {entry['why']}")
+            print(f"tritonserver {install.binary} is ready; its log: {'stderr' if verbose else log.name}; Ctrl-C stops it",
+                  flush=True)
+            code = server.process.wait() if server.process is not None else 0
+            raise BackendError(f"tritonserver exited by itself with code {code}; its log: {log.name}")
+        except Terminated:  # typer turns every KeyboardInterrupt into 130; SIGTERM's is 143
+            raise typer.Exit(143) from None
+        finally:
+            server.stop()

@@ -131,6 +131,7 @@ def served(server_env, detector, unet_artifact, classifier_artifact, maskrcnn_ar
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = _until_ready(process)
     yield {"http": f"http://127.0.0.1:{http}", "grpc": f"grpc://127.0.0.1:{grpc}", "lines": lines, "process": process,
+           "root": root,
            "artifacts": {"det": detector, "seg": unet_artifact[1], "cls": classifier_artifact[1],
                          "masks": maskrcnn_artifact[1]}}
     if process.poll() is None:
@@ -302,8 +303,36 @@ def test_cli_predict_and_run_switch_to_the_server_by_one_string(served, photos, 
     assert len(frames["local"]) == len(photos) and labels(frames["local"]) == labels(frames["remote"])
 
 
+def _tritonservers(repository: Path) -> list[int]:
+    """The tritonserver processes serving this repository (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if "tritonserver" in cmdline and str(repository.resolve()) in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_serve_stops_the_server_on_sigterm_with_143(server_env, served, tmp_path: Path) -> None:  # noqa: ANN001
+    repo = tmp_path / "cls"
+    export_repository(served["artifacts"]["cls"], repo, ["openvino-fp32"], ServeOptions(engine="none", threads=1))
+    process = subprocess.Popen([str(server_env.python), "-m", "edgevision", "serve", str(repo), "--http-port",
+                                str(free_port()), "--grpc-port", str(free_port()), "--triton-home",
+                                str(server_env.install.binary.parents[3])], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    _until_ready(process)
+    assert len(_tritonservers(repo)) == 1
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 143 and "terminated" in process.stderr.read()  # type: ignore[union-attr]
+    assert _tritonservers(repo) == []  # stopped with it, not orphaned
+
+
 def test_serve_stops_on_ctrl_c_with_130(served) -> None:  # noqa: ANN001  (last: it stops the module's server)
     process = served["process"]
     assert process.poll() is None
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 130
+    assert [pid for repo in ("det", "seg") for pid in _tritonservers(served["root"] / repo)] == []

@@ -138,7 +138,11 @@ class TritonServer:
             command += ["--model-control-mode=explicit", *(f"--load-model={m}" for m in self.models)]
         self.process = subprocess.Popen(command, env=env, stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                         start_new_session=True)  # Ctrl-C in a terminal reaches us, and we stop it
-        self._wait_ready(timeout)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:  # Ctrl-C or SIGTERM while it loads: never leave it running
+            self.stop()
+            raise
         return self
 
     def _backends(self) -> Path:
